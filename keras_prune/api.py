@@ -1,0 +1,239 @@
+"""The public entry points: `prunable`, `prune`, `strip` and layer lookup.
+
+Layers are chosen by *selector*: a 1-based index into the model's top-level layers
+(input layers not counted, so the original tool's LeNet-5 indices 1, 4, 8, 10, 12
+name its weight layers), or a layer name. A name may name a layer inside a nested
+model, directly (``"fc1"``) or by path (``"encoder/fc1"``).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence, Union
+
+import keras
+
+from keras_prune.criteria import Criterion, get_criterion
+from keras_prune.errors import InputError, ModelError
+from keras_prune.selection import check_fraction, select_layer
+from keras_prune.wrapper import PruneWrapper, prunable_variables
+
+Selector = Union[int, str]
+
+
+def _check_graph_model(model: keras.Model) -> None:
+    # Keras does not export Functional, the class of models built with keras.Model(inputs, outputs).
+    from keras.src.models.functional import Functional
+
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"expected a Keras model, got {type(model).__name__}")
+    if not isinstance(model, (keras.Sequential, Functional)):
+        raise ModelError(
+            f"'{model.name}' is a subclassed model ({type(model).__name__}); keras-prune "
+            "wraps Sequential and Functional models only. Build the model with the "
+            "Functional API, or wrap its layers yourself with keras_prune.PruneWrapper."
+        )
+
+
+def top_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The model's top-level layers that selectors index, input layers excluded."""
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def walk_layers(model: keras.Model, prefix: str = ""):
+    """Yields (path, layer) for every layer, depth first, nested models included."""
+    for layer in top_layers(model):
+        path = f"{prefix}{layer.name}"
+        yield path, layer
+        if isinstance(layer, keras.Model):
+            yield from walk_layers(layer, prefix=f"{path}/")
+
+
+def has_prunable_weights(layer: keras.layers.Layer) -> bool:
+    """Whether the layer (or, for a nested model, any layer in it) can be pruned."""
+    if isinstance(layer, PruneWrapper):
+        return True
+    if isinstance(layer, keras.Model):
+        return any(has_prunable_weights(inner) for inner in top_layers(layer))
+    return bool(prunable_variables(layer))
+
+
+def layer_index(model: keras.Model, layer: keras.layers.Layer) -> int | None:
+    """The 1-based selector index of a top-level layer, or None for a nested one."""
+    for i, candidate in enumerate(top_layers(model), start=1):
+        if candidate is layer:
+            return i
+    return None
+
+
+def _prunable_summary(model: keras.Model) -> str:
+    entries = [
+        f"{i} {layer.name}"
+        for i, layer in enumerate(top_layers(model), start=1)
+        if has_prunable_weights(layer)
+    ]
+    return ", ".join(entries) or "none"
+
+
+def find_layers(model: keras.Model, selectors: Iterable[Selector]) -> list[keras.layers.Layer]:
+    """The layers named by `selectors`, in the order given.
+
+    Args:
+        model: a Sequential or Functional model.
+        selectors: 1-based indices (ints or digit strings) or layer names/paths.
+
+    Raises:
+        InputError: an index out of range, an unknown name, a duplicate, or a
+            layer without prunable weights.
+    """
+    layers = top_layers(model)
+    by_path = dict(walk_layers(model))
+    chosen: list[keras.layers.Layer] = []
+    for selector in selectors:
+        text = str(selector).strip()
+        if text.lstrip("-").isdigit():
+            index = int(text)
+            if not 1 <= index <= len(layers):
+                raise InputError(
+                    f"layer index {index} is out of range: '{model.name}' has layers "
+                    f"1..{len(layers)} (prunable: {_prunable_summary(model)})"
+                )
+            layer = layers[index - 1]
+        else:
+            matches = [l for p, l in by_path.items() if p == text or l.name == text]
+            if not matches:
+                raise InputError(
+                    f"no layer named '{text}' in '{model.name}' "
+                    f"(prunable: {_prunable_summary(model)})"
+                )
+            layer = matches[0]
+        if not has_prunable_weights(layer):
+            raise InputError(
+                f"layer '{text}' ({layer.name}, {type(layer).__name__}) has no prunable "
+                f"weights (prunable: {_prunable_summary(model)})"
+            )
+        if any(layer is c for c in chosen):
+            raise InputError(f"layer '{text}' ({layer.name}) is chosen more than once")
+        chosen.append(layer)
+    return chosen
+
+
+def wrapped_layers(model: keras.Model) -> list[PruneWrapper]:
+    """Every `PruneWrapper` in the model, nested models included, in layer order."""
+    return [layer for _, layer in walk_layers(model) if isinstance(layer, PruneWrapper)]
+
+
+def _copy_layer(layer: keras.layers.Layer, wrap: bool) -> keras.layers.Layer:
+    """A new layer with `layer`'s config and weights, wrapped if asked."""
+    new = layer.__class__.from_config(layer.get_config())
+    build_config = layer.get_build_config()
+    if build_config is not None:
+        new.build_from_config(build_config)
+        new.set_weights(layer.get_weights())
+    if wrap:
+        new = PruneWrapper(new)
+        if build_config is not None:
+            new.build_from_config(build_config)
+    return new
+
+
+def prunable(model: keras.Model, layers: Sequence[Selector] | None = None) -> keras.Model:
+    """A copy of `model` whose chosen layers are wrapped in `PruneWrapper`.
+
+    The copy has the same weights (and the masks of layers that were already
+    wrapped); the original model is left untouched. Like any clone it is not
+    compiled: compile it before `fit`.
+
+    Args:
+        model: a Sequential or Functional model, nested models included.
+        layers: selectors (1-based indices or names) of the layers to wrap; a
+            selector naming a nested model wraps every prunable layer inside it.
+            None wraps every layer that has prunable weights.
+
+    Returns:
+        The new model, same class, with the wrappers.
+
+    Raises:
+        ModelError: `model` is a subclassed model.
+        InputError: a selector is invalid (see `find_layers`).
+
+    Example:
+
+    ```python
+    model = keras_prune.prunable(keras_prune.models.lenet5(), layers=[1, 4, "fc1"])
+    ```
+    """
+    _check_graph_model(model)
+    if layers is None:
+        targets = None
+    else:
+        targets = set()
+        for layer in find_layers(model, layers):
+            nested = [l for _, l in walk_layers(layer)] if isinstance(layer, keras.Model) else []
+            targets.update(id(l) for l in [layer, *nested])
+
+    def clone(layer):
+        chosen = targets is None or id(layer) in targets
+        wrap = chosen and not isinstance(layer, PruneWrapper) and bool(prunable_variables(layer))
+        return _copy_layer(layer, wrap)
+
+    return keras.models.clone_model(model, clone_function=clone, recursive=True)
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """A plain Keras model with no keras_prune classes: each wrapper replaced by its
+    inner layer, holding ``w * mask * gate`` (pruned weights exactly 0.0).
+
+    The result computes the same outputs as `model`.
+    """
+    _check_graph_model(model)
+
+    def clone(layer):
+        if not isinstance(layer, PruneWrapper):
+            return _copy_layer(layer, wrap=False)
+        inner = layer.layer
+        new = inner.__class__.from_config(inner.get_config())
+        new.build_from_config(inner.get_build_config())
+        baked = {id(v): w for v, w in zip(layer.pruned_variables, layer.effective_weights())}
+        new.set_weights([baked.get(id(v), v.numpy()) for v in inner.weights])
+        return new
+
+    return keras.models.clone_model(model, clone_function=clone, recursive=True)
+
+
+def prune(
+    model: keras.Model,
+    fractions: Mapping[Selector, float],
+    criterion: str | Criterion = "magnitude",
+    data: Iterable | None = None,
+) -> dict[PruneWrapper, float]:
+    """Prunes each chosen layer to its fraction with a criterion (per-layer selection).
+
+    Args:
+        model: a model made by `prunable` (the chosen layers must be wrapped).
+        fractions: selector -> cumulative fraction of that layer's weights to prune.
+        criterion: a registered criterion name or a `Criterion` instance.
+        data: training batches for criteria that need data (never the test split).
+
+    Returns:
+        The sparsity of each pruned layer afterwards.
+
+    Raises:
+        InputError: a bad selector or fraction, an unwrapped layer, or a criterion
+            that needs data and got none.
+    """
+    criterion = get_criterion(criterion)
+    layers = find_layers(model, list(fractions))
+    checked = {}
+    for layer, fraction in zip(layers, fractions.values()):
+        if not isinstance(layer, PruneWrapper):
+            raise InputError(
+                f"layer '{layer.name}' is not wrapped; call keras_prune.prunable(model) first"
+            )
+        checked[layer] = check_fraction(fraction, f"fraction for layer '{layer.name}'")
+    if criterion.needs_data and data is None:
+        raise InputError(f"criterion '{criterion.name}' needs training data; none was given")
+    scores = criterion.score(list(checked), model=model, data=data)
+    for layer, fraction in checked.items():
+        layer.set_mask(select_layer(scores[layer], layer.mask_arrays(), fraction))
+    return {layer: layer.sparsity() for layer in checked}
+

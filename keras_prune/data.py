@@ -1,0 +1,225 @@
+"""Datasets as tf.data pipelines: IDX folders (MNIST's layout) and tensorflow-datasets.
+
+Three splits, kept apart on purpose: `train` for training and for the criteria's
+scoring batches, `validation` (the last twelfth of the training file, 5,000 images for
+MNIST) for every accuracy-guided decision, and `test`, which is only ever reported.
+The original tool scored its criteria on the test split; keras-prune never does.
+
+Images are served as float32 in [0, 1] (pixel / 255) with a channel axis; labels as
+int32 class indices.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keras_prune.errors import DataError
+from keras_prune.resources import SHIPPED_MNIST_DIR
+
+PIXEL_SCALE = 255.0
+VALIDATION_FRACTION = 1 / 12
+
+# IDX type codes (third byte of the magic number) and their big-endian numpy dtypes.
+_IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Reads one IDX file (gzip-compressed or not) into a numpy array.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The array, with the shape and dtype the file declares.
+
+    Raises:
+        DataError: the file is missing, not IDX, truncated, or has trailing bytes.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise DataError(f"IDX file not found: {path}") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"cannot read IDX file {path}: {exc}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(
+            f"{path} is not an IDX file (expected a magic number 0x0000TTDD with "
+            "a known type code TT)"
+        )
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes)")
+    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        what = "truncated" if len(raw) < expected else "has trailing bytes"
+        raise DataError(
+            f"{path}: IDX file {what}: shape {shape} needs {expected} bytes, "
+            f"found {len(raw)}"
+        )
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find_idx(data_dir: Path, prefix: str, kind: str) -> Path:
+    """The IDX file for `prefix` ('train' or 't10k') and `kind` ('images' or 'labels')."""
+    rank = 3 if kind == "images" else 1
+    for name in (f"{prefix}-{kind}-idx{rank}-ubyte", f"{prefix}-{kind}.idx{rank}-ubyte"):
+        for candidate in (data_dir / f"{name}.gz", data_dir / name):
+            if candidate.is_file():
+                return candidate
+    raise DataError(
+        f"{data_dir} has no {prefix}-{kind}-idx{rank}-ubyte[.gz] file (an IDX data "
+        "folder needs train-images, train-labels, t10k-images and t10k-labels)"
+    )
+
+
+def _read_pair(data_dir: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    images_path = _find_idx(data_dir, prefix, "images")
+    labels_path = _find_idx(data_dir, prefix, "labels")
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim not in (3, 4):
+        raise DataError(f"{images_path}: images must have 3 or 4 dimensions, got shape {images.shape}")
+    if labels.ndim != 1:
+        raise DataError(f"{labels_path}: labels must have 1 dimension, got shape {labels.shape}")
+    if len(images) != len(labels):
+        raise DataError(
+            f"{data_dir}: {len(images)} {prefix} images but {len(labels)} labels; "
+            "the counts must match"
+        )
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    return images, labels.astype(np.int32)
+
+
+@dataclass
+class Dataset:
+    """A dataset held in memory as raw arrays, served as tf.data pipelines.
+
+    Attributes:
+        name: where the data came from (a folder or a tensorflow-datasets name).
+        x_train, y_train: training images and labels (validation slice removed).
+        x_val, y_val: the validation slice.
+        x_test, y_test: the test split.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one image, channel last."""
+        return tuple(self.x_train.shape[1:])
+
+    def train(self, batch_size: int = 128, shuffle: bool = True, seed: int | None = None):
+        """Training batches, reshuffled every epoch when `shuffle` is set."""
+        return _pipeline(self.x_train, self.y_train, batch_size, shuffle, seed)
+
+    def validation(self, batch_size: int = 256):
+        """Validation batches, in order."""
+        return _pipeline(self.x_val, self.y_val, batch_size)
+
+    def test(self, batch_size: int = 256):
+        """Test batches, in order. Only for reporting."""
+        return _pipeline(self.x_test, self.y_test, batch_size)
+
+
+def _pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed=None):
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise DataError(f"batch size must be a positive integer, got {batch_size}")
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    scale = np.float32(1.0 / PIXEL_SCALE) if x.dtype == np.uint8 else np.float32(1.0)
+    ds = ds.batch(batch_size).map(
+        lambda images, labels: (tf.cast(images, tf.float32) * scale, labels),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _split_validation(name: str, x: np.ndarray, y: np.ndarray, x_test, y_test) -> Dataset:
+    n_val = max(1, int(round(len(x) * VALIDATION_FRACTION)))
+    if len(x) <= n_val:
+        raise DataError(f"{name}: {len(x)} training images are too few to hold out a validation slice")
+    return Dataset(name, x[:-n_val], y[:-n_val], x[-n_val:], y[-n_val:], x_test, y_test)
+
+
+def load_idx_dir(data_dir: str | Path) -> Dataset:
+    """Loads a folder of IDX files in MNIST's layout (Fashion-MNIST works unchanged).
+
+    Args:
+        data_dir: folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte,
+            t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, each optionally ``.gz``.
+
+    Raises:
+        DataError: a missing folder or file, a malformed file, or mismatched counts.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data folder not found: {data_dir}")
+    x_train, y_train = _read_pair(data_dir, "train")
+    x_test, y_test = _read_pair(data_dir, "t10k")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(
+            f"{data_dir}: training images are {x_train.shape[1:]} but test images are "
+            f"{x_test.shape[1:]}"
+        )
+    return _split_validation(str(data_dir), x_train, y_train, x_test, y_test)
+
+
+def load_tfds(name: str) -> Dataset:
+    """Loads an image-classification dataset through tensorflow-datasets.
+
+    It must already be prepared in the tensorflow-datasets data folder, or the
+    machine must reach its download host.
+
+    Raises:
+        DataError: tensorflow-datasets cannot provide it.
+    """
+    try:
+        import tensorflow_datasets as tfds
+
+        (x_train, y_train), (x_test, y_test) = tfds.as_numpy(
+            tfds.load(name, split=["train", "test"], as_supervised=True, batch_size=-1)
+        )
+    except Exception as exc:  # tfds raises many types; all mean "cannot load".
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"tensorflow-datasets cannot load '{name}': {first_line}") from None
+    return _split_validation(name, x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32))
+
+
+def load_dataset(data_dir: str | Path | None = None, name: str | None = None) -> Dataset:
+    """The dataset a command works on.
+
+    Args:
+        data_dir: a folder of IDX files; wins over `name`.
+        name: a tensorflow-datasets name. With neither, the shipped MNIST copy.
+    """
+    if data_dir is not None:
+        return load_idx_dir(data_dir)
+    if name is not None and name != "mnist":
+        return load_tfds(name)
+    return load_idx_dir(SHIPPED_MNIST_DIR)

@@ -1,0 +1,33 @@
+"""The errors keras-prune raises for bad input.
+
+Every error a user can cause (a missing file, a bad fraction, a malformed conf) is a
+`KerasPruneError`. Its message is one line that names what was wrong and what is
+allowed; the CLI prints it without a traceback and exits with `exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class KerasPruneError(Exception):
+    """Base class of keras-prune's user-facing errors.
+
+    Attributes:
+        exit_code: the process exit status the CLI uses: 2 for bad usage or input
+            the user gave, 1 for a failure while running.
+    """
+
+    exit_code = 1
+
+
+class InputError(KerasPruneError, ValueError):
+    """An argument, option or input file that is not acceptable."""
+
+    exit_code = 2
+
+
+class DataError(InputError):
+    """A dataset file that is missing, truncated or malformed."""
+
+
+class ModelError(InputError):
+    """A model file or model that keras-prune cannot work with."""

@@ -1,0 +1,105 @@
+"""The reference models: the original tool's LeNet-5 and the two LeNets of Han et al. 2015.
+
+Every model takes 28x28x1 float32 images scaled to [0, 1] and returns 10 logits
+(no softmax; train with ``SparseCategoricalCrossentropy(from_logits=True)``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+from keras import layers
+
+from keras_prune.errors import InputError
+
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+
+def lenet5() -> keras.Sequential:
+    """The original torch7-pruner's LeNet-5: 313,470 weights + 316 biases.
+
+    Activations and pooling are layers of their own, so the original's 1-based
+    layer indices name the same layers here: 1 conv1, 4 conv2, 8 fc1, 10 fc2, 12 fc3.
+
+    Returns:
+        An uncompiled `keras.Sequential`.
+    """
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            layers.Conv2D(6, 5, padding="same", name="conv1"),
+            layers.Activation("tanh", name="tanh1"),
+            layers.MaxPooling2D(2, name="pool1"),
+            layers.Conv2D(96, 5, padding="valid", name="conv2"),
+            layers.Activation("tanh", name="tanh2"),
+            layers.MaxPooling2D(2, name="pool2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(120, name="fc1"),
+            layers.Activation("tanh", name="tanh3"),
+            layers.Dense(84, name="fc2"),
+            layers.Activation("tanh", name="tanh4"),
+            layers.Dense(NUM_CLASSES, name="fc3"),
+        ],
+        name="lenet5",
+    )
+
+
+def lenet5_caffe() -> keras.Sequential:
+    """Caffe's LeNet-5 as pruned by Han et al. 2015: 430,500 weights, 431,080 parameters.
+
+    conv1 20@5x5, max-pool, conv2 50@5x5, max-pool, fc1 500 + ReLU, fc2 10; no
+    nonlinearity after the convolutions.
+    """
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            layers.Conv2D(20, 5, name="conv1"),
+            layers.MaxPooling2D(2, name="pool1"),
+            layers.Conv2D(50, 5, name="conv2"),
+            layers.MaxPooling2D(2, name="pool2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(500, activation="relu", name="fc1"),
+            layers.Dense(NUM_CLASSES, name="fc2"),
+        ],
+        name="lenet5_caffe",
+    )
+
+
+def lenet_300_100() -> keras.Sequential:
+    """LeNet-300-100 of Han et al. 2015: 784-300-100-10, ReLU, 266,200 weights."""
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            layers.Flatten(name="flatten"),
+            layers.Dense(300, activation="relu", name="fc1"),
+            layers.Dense(100, activation="relu", name="fc2"),
+            layers.Dense(NUM_CLASSES, name="fc3"),
+        ],
+        name="lenet_300_100",
+    )
+
+
+MODELS: dict[str, Callable[[], keras.Model]] = {
+    "lenet5": lenet5,
+    "lenet5_caffe": lenet5_caffe,
+    "lenet_300_100": lenet_300_100,
+}
+
+
+def build_model(name: str) -> keras.Model:
+    """A new, untrained reference model by name.
+
+    Args:
+        name: one of `MODELS`.
+
+    Raises:
+        InputError: for an unknown name.
+    """
+    try:
+        return MODELS[name]()
+    except KeyError:
+        raise InputError(
+            f"unknown model '{name}'; choose one of: {', '.join(MODELS)}"
+        ) from None

@@ -1,0 +1,101 @@
+"""Loading and saving models and files, safely.
+
+Every write goes to a temporary file in the destination folder and is renamed into
+place only when complete, so a crash or a full disk never leaves a half-written file.
+Models are loaded with Keras safe mode on: no arbitrary code (Lambda layers) runs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import keras
+
+from keras_prune.errors import InputError, ModelError
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renames it onto `path` on success.
+
+    On any exception the temporary file is removed and `path` is left as it was.
+
+    Raises:
+        InputError: the destination folder does not exist or is not writable.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=folder)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Writes `text` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def save_model(model: keras.Model, path: str | Path) -> Path:
+    """Saves `model` as a .keras file, atomically.
+
+    Raises:
+        InputError: `path` does not end in .keras, or cannot be written.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise InputError(f"model files must end in .keras, got {path}")
+    with atomic_path(path, suffix=".keras") as tmp:
+        try:
+            model.save(tmp)
+        except OSError as exc:
+            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
+    """Loads a .keras model (wrapped or plain) with a one-line error on failure.
+
+    Args:
+        path: the .keras file.
+        safe_mode: refuse files that would run arbitrary code (Lambda layers).
+
+    Raises:
+        InputError: the file is missing.
+        ModelError: it is not a Keras model file, or cannot be loaded.
+    """
+    import keras_prune.wrapper  # noqa: F401  (registers PruneWrapper for deserialisation)
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model file not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path} is not a Keras model file (.keras, a zip archive)")
+    try:
+        model = keras.models.load_model(path, safe_mode=safe_mode, compile=False)
+    except Exception as exc:  # Keras raises many types; all mean "cannot load this file".
+        message = " ".join(str(exc).split())
+        if "safe_mode" in message or "Lambda" in message:
+            raise ModelError(
+                f"{path} contains code (a Lambda layer) and is refused in safe mode"
+            ) from None
+        raise ModelError(f"cannot load model {path}: {message[:300]}") from None
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"{path} holds a {type(model).__name__}, not a model")
+    return model
