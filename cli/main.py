@@ -35,11 +35,11 @@ class App(click.Group):
     """A click group that turns keras-prune errors into one-line messages."""
 
     def invoke(self, ctx: click.Context):
+        _import_tensorflow_quietly()
         from keras_prune.errors import KerasPruneError
 
         debug = bool(ctx.params.get("debug")) or bool(os.environ.get("KERAS_PRUNE_DEBUG"))
         try:
-            _import_tensorflow_quietly()
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise

@@ -23,6 +23,7 @@ from keras_prune.resources import SHIPPED_MNIST_DIR
 
 PIXEL_SCALE = 255.0
 VALIDATION_FRACTION = 1 / 12
+AUGMENT_SHIFT = 2
 
 # IDX type codes (third byte of the magic number) and their big-endian numpy dtypes.
 _IDX_DTYPES = {
@@ -131,9 +132,15 @@ class Dataset:
         """Shape of one image, channel last."""
         return tuple(self.x_train.shape[1:])
 
-    def train(self, batch_size: int = 128, shuffle: bool = True, seed: int | None = None):
-        """Training batches, reshuffled every epoch when `shuffle` is set."""
-        return _pipeline(self.x_train, self.y_train, batch_size, shuffle, seed)
+    def train(
+        self, batch_size: int = 128, shuffle: bool = True, seed: int | None = None, augment: bool = False
+    ):
+        """Training batches, reshuffled every epoch when `shuffle` is set.
+
+        With `augment`, each image is shifted by up to `AUGMENT_SHIFT` pixels in each
+        direction (zero-padded), a new shift every epoch.
+        """
+        return _pipeline(self.x_train, self.y_train, batch_size, shuffle, seed, augment)
 
     def validation(self, batch_size: int = 256):
         """Validation batches, in order."""
@@ -144,7 +151,7 @@ class Dataset:
         return _pipeline(self.x_test, self.y_test, batch_size)
 
 
-def _pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed=None):
+def _pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed=None, augment=False):
     import tensorflow as tf
 
     if batch_size < 1:
@@ -152,6 +159,14 @@ def _pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = Fal
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        height, width, _ = x.shape[1:]
+        pad = [[AUGMENT_SHIFT, AUGMENT_SHIFT], [AUGMENT_SHIFT, AUGMENT_SHIFT], [0, 0]]
+
+        def shift(image, label):
+            return tf.image.random_crop(tf.pad(image, pad), (height, width, x.shape[3]), seed=seed), label
+
+        ds = ds.map(shift, num_parallel_calls=tf.data.AUTOTUNE)
     scale = np.float32(1.0 / PIXEL_SCALE) if x.dtype == np.uint8 else np.float32(1.0)
     ds = ds.batch(batch_size).map(
         lambda images, labels: (tf.cast(images, tf.float32) * scale, labels),
@@ -222,4 +237,6 @@ def load_dataset(data_dir: str | Path | None = None, name: str | None = None) ->
         return load_idx_dir(data_dir)
     if name is not None and name != "mnist":
         return load_tfds(name)
-    return load_idx_dir(SHIPPED_MNIST_DIR)
+    data = load_idx_dir(SHIPPED_MNIST_DIR)
+    data.name = "mnist (shipped copy in data/mnist)"
+    return data

@@ -102,6 +102,7 @@ def train(
     batch_size: int = 128,
     seed: int | None = None,
     cosine: bool = False,
+    augment: bool = False,
     verbose: int | None = None,
 ) -> keras.callbacks.History:
     """Trains `model` on the training split, validating on the validation split.
@@ -114,6 +115,7 @@ def train(
         batch_size: images per step.
         seed: shuffling seed.
         cosine: decay the learning rate to 0 over the run (cosine).
+        augment: shift training images by up to 2 pixels (see `Dataset.train`).
         verbose: Keras verbosity; by default a progress bar on a terminal.
 
     Returns:
@@ -124,7 +126,7 @@ def train(
     steps = -(-len(dataset.x_train) // batch_size)
     compile_classifier(model, lr, momentum, decay_steps=steps * epochs if cosine and epochs else None)
     return model.fit(
-        dataset.train(batch_size, shuffle=True, seed=seed),
+        dataset.train(batch_size, shuffle=True, seed=seed, augment=augment),
         validation_data=dataset.validation(),
         epochs=epochs,
         shuffle=False,  # the pipeline shuffles

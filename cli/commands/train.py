@@ -28,6 +28,7 @@ from keras_prune_cli.common import batch_size_option, data_options, load_data, s
     help="Initial SGD learning rate (cosine-decayed to 0 over the run).",
 )
 @click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--augment", is_flag=True, help="Shift training images by up to 2 pixels each epoch.")
 @batch_size_option
 @seed_option
 @data_options
@@ -38,7 +39,7 @@ from keras_prune_cli.common import batch_size_option, data_options, load_data, s
     help="Where to save the model (.keras). Default: <model>.keras here. A card "
     "<name>.md describing the training is written beside it.",
 )
-def train(model_name, epochs, lr, momentum, batch_size, seed, data_dir, dataset, out):
+def train(model_name, epochs, lr, momentum, augment, batch_size, seed, data_dir, dataset, out):
     """Train a reference model from scratch on the training split.
 
     Validation error is shown after every epoch; the test error is measured once at
@@ -52,8 +53,12 @@ def train(model_name, epochs, lr, momentum, batch_size, seed, data_dir, dataset,
     model = build_model(model_name)
     data = load_data(data_dir, dataset)
     seed_everything(seed)
-    click.echo(f"Training {model_name} for {epochs} epochs (SGD lr {lr} cosine, momentum {momentum}, batch {batch_size})")
-    fit(model, data, epochs, lr=lr, momentum=momentum, batch_size=batch_size, seed=seed, cosine=True)
+    shifts = ", random 2-pixel shifts" if augment else ""
+    click.echo(
+        f"Training {model_name} for {epochs} epochs (SGD lr {lr} cosine, momentum {momentum}, "
+        f"batch {batch_size}{shifts})"
+    )
+    fit(model, data, epochs, lr=lr, momentum=momentum, batch_size=batch_size, seed=seed, cosine=True, augment=augment)
     val, test = evaluate(model, data.validation()), evaluate(model, data.test())
     click.echo(f"Validation: {val}")
     click.echo(f"Test: {test}")
@@ -68,7 +73,7 @@ def train(model_name, epochs, lr, momentum, batch_size, seed, data_dir, dataset,
         f"- data: {data.name}, {len(data.x_train)} training images "
         f"({len(data.x_val)} held out for validation)\n"
         f"- optimiser: SGD, learning rate {lr} with cosine decay to 0, momentum {momentum}, "
-        f"batch {batch_size}, {epochs} epochs, seed {seed}\n"
+        f"batch {batch_size}, {epochs} epochs, seed {seed}{shifts}\n"
         f"- validation: {val}\n"
         f"- test ({len(data.x_test)} images): {test}\n",
     )

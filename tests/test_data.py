@@ -1,0 +1,97 @@
+"""IDX parsing and the dataset splits."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from keras_prune.data import PIXEL_SCALE, load_dataset, load_idx_dir, read_idx
+from keras_prune.errors import DataError
+from tests.conftest import write_idx, write_idx_dataset
+
+
+def test_the_shipped_mnist_has_the_published_counts(mnist):
+    assert (len(mnist.x_train), len(mnist.x_val), len(mnist.x_test)) == (55000, 5000, 10000)
+    labels = np.concatenate([mnist.y_train, mnist.y_val])
+    assert np.bincount(labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert np.bincount(mnist.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert mnist.input_shape == (28, 28, 1)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_read_idx_round_trips_arrays(tmp_path, compress):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    path = write_idx(tmp_path / "a.idx", array, compress)
+    np.testing.assert_array_equal(read_idx(path), array)
+    floats = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(read_idx(write_idx(tmp_path / "f.idx", floats, compress)), floats)
+
+
+def test_truncated_idx_files_are_reported(tmp_path):
+    path = write_idx(tmp_path / "a.idx", np.ones((4, 5, 5), np.uint8))
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(path)
+
+
+def test_trailing_bytes_are_reported(tmp_path):
+    path = write_idx(tmp_path / "a.idx", np.ones((4,), np.uint8))
+    path.write_bytes(path.read_bytes() + b"xx")
+    with pytest.raises(DataError, match="trailing bytes"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x01\x02\x08\x01", b"PK\x03\x04hello", b"\x00\x00\x07\x01\x00\x00\x00\x01x"])
+def test_files_that_are_not_idx_are_reported(tmp_path, payload):
+    path = tmp_path / "bad.idx"
+    path.write_bytes(payload)
+    with pytest.raises(DataError, match="not an IDX file"):
+        read_idx(path)
+
+
+def test_corrupt_gzip_is_reported(tmp_path):
+    path = tmp_path / "bad.idx.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05abcde")[:-10])
+    with pytest.raises(DataError, match="cannot read IDX file"):
+        read_idx(path)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        read_idx(tmp_path / "nothing.idx")
+
+
+def test_idx_folder_splits_off_a_validation_twelfth(tmp_path):
+    data = load_idx_dir(write_idx_dataset(tmp_path, 1200, 300, compress=False))
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (1100, 100, 300)
+    x, y = next(iter(data.train(batch_size=32, shuffle=False)))
+    assert x.shape == (32, 28, 28, 1) and x.dtype.name == "float32"
+    np.testing.assert_allclose(x.numpy(), data.x_train[:32] / PIXEL_SCALE, atol=1e-7)
+    assert y.dtype.name == "int32"
+    assert 0.0 <= float(x.numpy().min()) and float(x.numpy().max()) <= 1.0
+
+
+def test_a_folder_missing_a_file_names_it(tmp_path):
+    folder = write_idx_dataset(tmp_path, 120, 30)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="t10k-labels"):
+        load_idx_dir(folder)
+
+
+def test_image_and_label_counts_must_match(tmp_path):
+    folder = write_idx_dataset(tmp_path, 120, 30)
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(29, np.uint8), compress=True)
+    with pytest.raises(DataError, match="30 t10k images but 29 labels"):
+        load_idx_dir(folder)
+
+
+def test_a_missing_data_folder_is_reported(tmp_path):
+    with pytest.raises(DataError, match="data folder not found"):
+        load_dataset(data_dir=tmp_path / "nope")
+
+
+def test_unavailable_tfds_datasets_are_one_line_errors():
+    with pytest.raises(DataError, match="tensorflow-datasets cannot load 'no_such_dataset_xyz'"):
+        load_dataset(name="no_such_dataset_xyz")

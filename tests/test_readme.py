@@ -1,0 +1,29 @@
+"""The README's set-up commands are the ones CI and users actually run."""
+
+from __future__ import annotations
+
+import re
+
+from keras_prune.resources import PROJECT_ROOT
+
+
+def _readme_commands() -> list[str]:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    block = re.search(r"<!-- setup -->\n```(?:sh|bash)?\n(.*?)```", readme, re.S)
+    assert block, "README.md has no <!-- setup --> block"
+    return [line for line in block.group(1).splitlines() if line and not line.startswith("#")]
+
+
+def test_ci_runs_the_readme_test_command():
+    main_job, tests = _readme_commands()
+    ci = (PROJECT_ROOT / ".ci" / "run").read_text().splitlines()
+    assert tests in ci
+    assert "keras-prune run" in main_job and "pytest" in tests
+
+
+def test_the_readme_main_job_uses_shipped_files_only():
+    main_job, _ = _readme_commands()
+    assert "--data-dir" not in main_job and " -m " not in main_job  # shipped model and data
+    assert (PROJECT_ROOT / "saved_models" / "lenet5.keras").is_file()
+    assert (PROJECT_ROOT / "saved_models" / "lenet5.conf").is_file()
+    assert (PROJECT_ROOT / "data" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
