@@ -41,6 +41,12 @@ class App(click.Group):
         debug = bool(ctx.params.get("debug")) or bool(os.environ.get("KERAS_PRUNE_DEBUG"))
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:  # a subcommand's bad option: one line, not click's four
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"keras-prune: error: {exc.format_message()} (see '{where} --help')", err=True)
+            ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except KerasPruneError as exc:

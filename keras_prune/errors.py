@@ -31,3 +31,7 @@ class DataError(InputError):
 
 class ModelError(InputError):
     """A model file or model that keras-prune cannot work with."""
+
+
+class WriteError(KerasPruneError):
+    """A file could not be written while running (a full disk, an I/O error)."""

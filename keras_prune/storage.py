@@ -16,7 +16,7 @@ from typing import Iterator
 
 import keras
 
-from keras_prune.errors import InputError, ModelError
+from keras_prune.errors import InputError, ModelError, WriteError
 
 
 def _umask() -> int:
@@ -33,6 +33,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
 
     Raises:
         InputError: the destination folder does not exist or is not writable.
+        WriteError: writing failed part-way (a full disk, an I/O error).
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -48,6 +49,8 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files
         os.replace(tmp_path, path)
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -63,16 +66,14 @@ def save_model(model: keras.Model, path: str | Path) -> Path:
     """Saves `model` as a .keras file, atomically.
 
     Raises:
-        InputError: `path` does not end in .keras, or cannot be written.
+        InputError: `path` does not end in .keras, or its folder cannot be written.
+        WriteError: writing failed part-way; `path` is left as it was.
     """
     path = Path(path)
     if path.suffix != ".keras":
         raise InputError(f"model files must end in .keras, got {path}")
     with atomic_path(path, suffix=".keras") as tmp:
-        try:
-            model.save(tmp)
-        except OSError as exc:
-            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        model.save(tmp)
     return path
 
 
