@@ -1,0 +1,291 @@
+"""Structured selection: prune whole output units (Dense neurons, convolution filters).
+
+A *unit* is one output of a Dense or convolution layer: the last axis of its kernel.
+At ``weight`` granularity selection picks single weights (`keras_prune.selection`);
+at ``neuron`` or ``filter`` granularity it picks whole units: the unit's per-weight
+scores from any criterion are reduced to one score per unit, and a pruned unit gets
+its whole kernel slice masked. ``neuron`` and ``filter`` are the same granularity,
+named for the layers it applies to; either may be given for any Dense or Conv layer.
+
+A unit's score is the ``l1`` reduction (sum) of its weights' scores by default: with
+the magnitude criterion that is the unit's L1 norm, with a Taylor criterion the sum of
+its weights' Taylor terms, with gate criteria the sum of its weights' gate scores.
+``l2`` takes the square root of the sum of squares (the L2 norm with magnitude).
+
+A layer's `fraction` is the cumulative share of its units pruned: ``floor(U *
+fraction)`` units, which is the same share of its kernel's weights. A unit already
+fully masked stays pruned; kept units keep any weight-level masks they already have.
+
+Coupled units are pruned together. Units that an element-wise merge (say the Add of a
+residual block) joins must leave together or not at all, so the model's graph is read
+(`keras_prune.shrink.coupled_units`) and every wrapped layer holding units coupled to
+a pruned layer's units loses the same units, ranked by their summed scores.
+
+Only kernels are masked: the bias of a pruned unit stays, so the unit outputs a
+constant (``activation(bias)``). `keras_prune.shrink` folds that constant into the
+layers that consume it, so the shrunk model computes exactly what the masked one does.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Hashable, Iterable, Mapping, Sequence, TypeVar
+
+import keras
+import numpy as np
+
+from keras_prune.criteria import Criterion
+from keras_prune.errors import InputError
+from keras_prune.selection import pruned_target
+from keras_prune.shrink import coupled_units, is_unit_layer
+from keras_prune.wrapper import PruneWrapper
+
+Key = TypeVar("Key", bound=Hashable)
+
+GRANULARITIES = ("weight", "neuron", "filter")
+"""What selection removes: single weights, or whole units (``neuron`` = ``filter``)."""
+
+UNIT_NORMS = ("l1", "l2")
+"""How a unit's per-weight scores become one score: their sum, or their L2 norm."""
+
+
+def check_granularity(granularity: str) -> str:
+    """Returns `granularity` if it is one of `GRANULARITIES`.
+
+    Raises:
+        InputError: any other value.
+    """
+    if granularity not in GRANULARITIES:
+        raise InputError(
+            f"unknown granularity '{granularity}'; choose one of: {', '.join(GRANULARITIES)}"
+        )
+    return granularity
+
+
+def is_structured(granularity: str) -> bool:
+    """Whether `granularity` prunes whole units (``neuron`` or ``filter``)."""
+    return check_granularity(granularity) != "weight"
+
+
+def check_unit_norm(norm: str) -> str:
+    """Returns `norm` if it is one of `UNIT_NORMS`.
+
+    Raises:
+        InputError: any other value.
+    """
+    if norm not in UNIT_NORMS:
+        raise InputError(f"unknown unit norm '{norm}'; choose one of: {', '.join(UNIT_NORMS)}")
+    return norm
+
+
+def check_unit_layer(layer: keras.layers.Layer) -> None:
+    """Raises InputError unless `layer` is a wrapper whose units can be pruned."""
+    if not (isinstance(layer, PruneWrapper) and is_unit_layer(layer)):
+        inner = layer.layer if isinstance(layer, PruneWrapper) else layer
+        raise InputError(
+            f"layer '{layer.name}' ({type(inner).__name__}) cannot be pruned by units; "
+            "neuron/filter granularity applies to wrapped Dense and Conv1D/2D/3D layers "
+            "(channels_last, groups=1). Use granularity 'weight' for it."
+        )
+def unit_scores(scores: Sequence[np.ndarray], norm: str = "l1") -> np.ndarray:
+    """One score per output unit from per-weight scores (higher = keep).
+
+    Args:
+        scores: per-weight scores of a unit layer's pruned variables; each array's
+            last axis is the unit axis (a Dense or Conv kernel).
+        norm: ``l1`` sums each unit's scores; ``l2`` takes the root of the sum of
+            their squares.
+
+    Returns:
+        A float64 array with one score per unit.
+
+    Example:
+
+    ```python
+    unit_scores([np.array([[1.0, -2.0], [3.0, 0.5]])])  # array([4. , -1.5])
+    ```
+    """
+    norm = check_unit_norm(norm)
+    units = {np.shape(s)[-1] for s in scores}
+    if len(units) != 1:
+        raise ValueError(f"score arrays disagree on the number of units: {sorted(units)}")
+    total = np.zeros(units.pop(), dtype=np.float64)
+    for s in scores:
+        flat = np.asarray(s, dtype=np.float64).reshape(-1, np.shape(s)[-1])
+        total += flat.sum(axis=0) if norm == "l1" else np.square(flat).sum(axis=0)
+    if np.isnan(total).any():
+        raise ValueError("importance scores contain NaN")
+    return total if norm == "l1" else np.sqrt(total)
+
+
+def pruned_units(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """Which units are pruned: those whose weights are masked in every variable.
+
+    Args:
+        masks: the masks of a unit layer (last axis = units).
+
+    Returns:
+        A boolean array, True for a pruned unit.
+    """
+    alive = None
+    for m in masks:
+        unit_alive = np.asarray(m).reshape(-1, np.shape(m)[-1]).any(axis=0)
+        alive = unit_alive if alive is None else alive | unit_alive
+    return ~alive
+
+
+def select_coupled_units(
+    scores: Mapping[Key, Sequence[np.ndarray]],
+    masks: Mapping[Key, Sequence[np.ndarray]],
+    classes: Mapping[Key, np.ndarray],
+    fractions: Mapping[Key, float],
+    norm: str = "l1",
+) -> dict[Key, list[np.ndarray]]:
+    """New masks for unit layers whose units may be coupled across layers.
+
+    Coupled units (equal class ids, e.g. the channels of convolutions joined by an
+    Add) are scored and pruned together: a class's score is the sum of its units'
+    scores, each layer's unit scores first divided by their mean so that layers of
+    different sizes weigh alike. Each layer of `fractions`, in order, gets its
+    ``floor(U * fraction)`` lowest-scoring units pruned (already pruned units count
+    and stay pruned), and every unit coupled to a pruned unit is pruned with it, in
+    whichever layer it lies. A layer therefore ends with at least the largest
+    fraction given to any layer coupled to it.
+
+    Args:
+        scores: per layer, per-weight scores (higher = keep), last axis = units.
+        masks: per layer, the current masks, same shapes.
+        classes: per layer, one class id per unit.
+        fractions: the layers to prune (a subset of the keys) and their fractions.
+        norm: how a unit's weight scores are reduced (see `unit_scores`).
+
+    Returns:
+        New float32 masks for every layer of `masks`.
+
+    Example:
+
+    ```python
+    a, b = np.array([[1.0, 5.0, 3.0]]), np.array([[2.0, 1.0, 4.0]])
+    new = select_coupled_units(
+        {"a": [a], "b": [b]}, {"a": [np.ones((1, 3))], "b": [np.ones((1, 3))]},
+        {"a": np.array([0, 1, 2]), "b": np.array([0, 1, 2])}, {"a": 1 / 3},
+    )
+    # unit 0 is the weakest pair: new["a"] == new["b"] == [array([[0., 1., 1.]])]
+    ```
+    """
+    current = {k: [np.asarray(m, dtype=np.float32) for m in masks[k]] for k in masks}
+    class_score: dict[int, float] = defaultdict(float)
+    for key in scores:
+        per_unit = unit_scores(scores[key], norm)
+        mean = np.abs(per_unit).mean()
+        for cls, value in zip(classes[key], per_unit / mean if mean > 0 else per_unit):
+            class_score[int(cls)] += float(value)
+    pruned: set[int] = set()
+    for key, fraction in fractions.items():
+        ids = np.asarray(classes[key])
+        ranked = np.array([class_score[int(c)] for c in ids])
+        already = pruned_units(current[key])
+        ranked[already] = -np.inf
+        k = max(pruned_target(ids.size, fraction), int(already.sum()))
+        pruned.update(int(c) for c in ids[np.argsort(ranked, kind="stable")[:k]])
+        for other, ids_other in classes.items():
+            if other in current:
+                keep = ~np.isin(ids_other, list(pruned))
+                current[other] = [m * keep for m in current[other]]
+    return current
+
+
+def select_units(
+    scores: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    fraction: float,
+    norm: str = "l1",
+) -> list[np.ndarray]:
+    """New masks for one unit layer: its ``floor(U * fraction)`` lowest-scoring units pruned.
+
+    Args:
+        scores: per-weight scores (higher = keep), shaped like the masks.
+        masks: the current masks (last axis = units; 0 = already pruned).
+        fraction: cumulative fraction of the layer's U units to prune, in [0, 1].
+        norm: how a unit's weight scores are reduced (see `unit_scores`).
+
+    Returns:
+        Masks (float32) with every weight of a pruned unit at 0. Units already fully
+        masked stay pruned (so more than ``floor(U * fraction)`` may be); kept units
+        keep their existing weight-level masks.
+
+    Example:
+
+    ```python
+    kernel_scores = np.array([[3.0, 1.0, 2.0], [3.0, 1.0, 2.0]])
+    select_units([kernel_scores], [np.ones((2, 3))], 1 / 3)
+    # [array([[1., 0., 1.], [1., 0., 1.]], dtype=float32)]
+    ```
+    """
+    if len(scores) != len(masks):
+        raise ValueError(f"got {len(scores)} score arrays for {len(masks)} masks")
+    units = np.arange(np.shape(masks[0])[-1])
+    return select_coupled_units({0: scores}, {0: masks}, {0: units}, {0: fraction}, norm)[0]
+
+
+def prune_units(
+    model: keras.Model,
+    fractions: Mapping[PruneWrapper, float],
+    criterion: Criterion,
+    data: Iterable | None = None,
+    norm: str = "l1",
+) -> list[PruneWrapper]:
+    """Prunes whole units of wrapped Dense/Conv layers, coupled units together.
+
+    The model's graph decides which units are coupled (`keras_prune.shrink.coupled_units`);
+    every wrapped layer holding units coupled to a chosen layer is scored with it and
+    loses the coupled units too (see `select_coupled_units`).
+
+    Args:
+        model: a model made by `keras_prune.prunable`.
+        fractions: the wrapped layers to prune and their cumulative unit fractions.
+        criterion: scores the weights; unit scores reduce them with `norm`.
+        data: training batches for criteria that need them.
+        norm: ``l1`` or ``l2`` (see `unit_scores`).
+
+    Returns:
+        The layers whose masks were set: the chosen ones and their coupled partners.
+
+    Raises:
+        InputError: a chosen layer is not a wrapped unit layer, or `norm` is unknown.
+
+    Example:
+
+    ```python
+    prune_units(model, {model.get_layer("conv2"): 0.75}, get_criterion("magnitude"))
+    ```
+    """
+    check_unit_norm(norm)
+    for layer in fractions:
+        check_unit_layer(layer)
+    graph_classes = coupled_units(model)
+    next_id = 1 + max((int(ids.max()) for ids in graph_classes.values() if ids.size), default=0)
+    classes: dict[PruneWrapper, np.ndarray] = {}
+    for layer in fractions:
+        if layer in graph_classes:
+            classes[layer] = graph_classes[layer]
+        else:  # inside a nested model or called twice: its units are coupled to none
+            units = int(layer.layer.kernel.shape[-1])
+            classes[layer] = np.arange(next_id, next_id + units)
+            next_id += units
+    chosen = {int(c) for ids in classes.values() for c in ids}
+    for layer, ids in graph_classes.items():
+        if isinstance(layer, PruneWrapper) and layer not in classes and chosen & set(ids.tolist()):
+            classes[layer] = ids
+    layers = list(classes)
+    scores = criterion.score(layers, model=model, data=data)
+    new = select_coupled_units(
+        {layer: scores[layer] for layer in layers},
+        {layer: layer.mask_arrays() for layer in layers},
+        classes,
+        dict(fractions),
+        norm,
+    )
+    for layer in layers:
+        layer.set_mask(new[layer])
+    return layers

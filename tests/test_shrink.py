@@ -1,0 +1,255 @@
+"""Shrink: pruned units leave the model, and the smaller model computes the same outputs."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from keras import layers
+
+import keras_prune
+from keras_prune.errors import ModelError
+from keras_prune.shrink import coupled_units, multiply_adds, shrink_with_report
+from keras_prune.wrapper import PruneWrapper
+from keras_prune_cli.main import main
+
+TOLERANCE = 1e-5
+
+
+def _randomize(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Random weights everywhere, biases and BatchNorm statistics included, so that
+    removed units output non-zero constants that shrink must fold. Kernels are scaled
+    by 1/sqrt(fan-in) to keep activations near 1, as in a trained model."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = []
+        for v in layer.weights:
+            if "variance" in v.name:
+                weights.append(rng.uniform(0.5, 1.5, v.shape))
+            elif len(v.shape) >= 2:
+                weights.append(rng.normal(0.0, 1.0, v.shape) / np.sqrt(np.prod(v.shape[:-1])))
+            else:
+                weights.append(rng.normal(0.0, 0.3, v.shape))
+        layer.set_weights(weights)
+    return model
+
+
+def _max_difference(a: keras.Model, b: keras.Model, x: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a(x, training=False)) - np.asarray(b(x, training=False)))))
+
+
+def _images(n: int = 16, shape=(28, 28, 1), seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+
+
+def _residual_cnn() -> keras.Model:
+    """A small residual CNN with BatchNormalization: a stem and two residual blocks
+    whose sums couple the stem's filters with each block's second convolution."""
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(12, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    x = layers.MaxPooling2D(2, name="pool")(x)
+    for block in (1, 2):
+        y = layers.Conv2D(16, 3, padding="same", use_bias=False, name=f"b{block}_conv1")(x)
+        y = layers.BatchNormalization(name=f"b{block}_bn1")(y)
+        y = layers.Activation("relu", name=f"b{block}_relu1")(y)
+        y = layers.Dropout(0.1, name=f"b{block}_drop")(y)
+        y = layers.Conv2D(12, 3, padding="same", use_bias=False, name=f"b{block}_conv2")(y)
+        y = layers.BatchNormalization(name=f"b{block}_bn2")(y)
+        x = layers.Add(name=f"b{block}_add")([x, y])
+        x = layers.ReLU(name=f"b{block}_relu2")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, layers.Dense(10, name="head")(x), name="residual_cnn")
+
+
+def _units(model: keras.Model, name: str) -> int:
+    layer = model.get_layer(name)
+    layer = layer.layer if isinstance(layer, PruneWrapper) else layer
+    return int(layer.kernel.shape[-1])
+
+
+def test_shrunk_lenet5_is_smaller_and_equals_the_masked_model(trained_lenet5, small_data):
+    masked = keras_prune.prunable(keras_prune.load_model(trained_lenet5))
+    keras_prune.prune(
+        masked, {"conv1": 0.5, "conv2": 0.75, "fc1": 0.5, "fc2": 0.5}, granularity="filter"
+    )
+    small, report = shrink_with_report(masked)
+    assert [_units(small, n) for n in ("conv1", "conv2", "fc1", "fc2", "fc3")] == [3, 24, 60, 42, 10]
+    assert small.get_layer("fc1").kernel.shape == (5 * 5 * 24, 60)
+    assert not any(isinstance(layer, PruneWrapper) for layer in small.layers)
+    assert isinstance(small, keras.Sequential)
+    assert report.parameters[1] == small.count_params() < report.parameters[0] / 4
+    assert report.multiply_adds[1] < report.multiply_adds[0] / 3
+    x = small_data.x_test[:64]
+    assert _max_difference(masked, small, x) <= TOLERANCE
+    assert np.array_equal(
+        np.argmax(masked(x, training=False), -1), np.argmax(small(x, training=False), -1)
+    )
+
+
+@pytest.mark.parametrize("build", [keras_prune.models.lenet5_caffe, keras_prune.models.lenet_300_100])
+def test_shrink_equals_masked_model_on_the_other_lenets(build):
+    masked = keras_prune.prunable(_randomize(build()))
+    hidden = [layer.name for layer in keras_prune.wrapped_layers(masked)][:-1]
+    keras_prune.prune(masked, {name: 0.6 for name in hidden}, granularity="neuron")
+    small = keras_prune.shrink(masked)
+    for name in hidden:
+        assert _units(small, name) == _units(masked, name) - int(0.6 * _units(masked, name))
+    assert _max_difference(masked, small, _images()) <= TOLERANCE
+
+
+def test_flatten_keeps_the_channels_last_positions_of_kept_filters():
+    model = _randomize(
+        keras.Sequential(
+            [keras.Input((4, 4, 1)), layers.Conv2D(3, 3, name="conv"), layers.Flatten(name="flat"),
+             layers.Dense(2, name="fc")]
+        )
+    )
+    masked = keras_prune.prunable(model, layers=["conv"])
+    mask = np.ones((3, 3, 1, 3), dtype=np.float32)
+    mask[..., 1] = 0.0
+    masked.get_layer("conv").set_mask([mask])
+    small = keras_prune.shrink(masked)
+    # conv output is 2x2x3; flattened position (h * 2 + w) * 3 + c; channel 1 leaves
+    kept_rows = [p for p in range(12) if p % 3 != 1]
+    np.testing.assert_array_equal(
+        small.get_layer("fc").kernel.numpy(), model.get_layer("fc").kernel.numpy()[kept_rows]
+    )
+    assert _max_difference(masked, small, _images(8, (4, 4, 1))) <= TOLERANCE
+
+
+def test_constant_outputs_of_removed_units_are_folded_into_the_next_bias():
+    model = _randomize(
+        keras.Sequential(
+            [keras.Input((6,)), layers.Dense(5, activation="sigmoid", name="fc1"),
+             layers.Dense(3, use_bias=False, name="fc2")]
+        )
+    )
+    masked = keras_prune.prunable(model, layers=["fc1"])
+    keras_prune.prune(masked, {"fc1": 0.4}, granularity="neuron")
+    small = keras_prune.shrink(masked)
+    # a removed sigmoid unit outputs sigmoid(bias) != 0: fc2 gains a bias that carries it
+    assert small.get_layer("fc2").use_bias
+    assert np.abs(small.get_layer("fc2").bias.numpy()).min() > 0
+    assert _max_difference(masked, small, _images(8, (6,))) <= TOLERANCE
+
+
+def test_residual_cnn_with_batchnorm_shrinks_coupled_filters_exactly():
+    model = _randomize(_residual_cnn())
+    masked = keras_prune.prunable(model)
+    keras_prune.prune(
+        masked, {"stem": 0.5, "b1_conv1": 0.75, "b2_conv1": 0.5}, granularity="filter"
+    )
+    small, report = shrink_with_report(masked)
+    # stem, b1_conv2 and b2_conv2 are summed: they keep the same filters
+    coupled = {_units(small, n) for n in ("stem", "b1_conv2", "b2_conv2")}
+    assert len(coupled) == 1 and coupled.pop() < 12
+    assert _units(small, "b1_conv1") < 16 and _units(small, "b2_conv1") < 16
+    assert small.get_layer("b1_bn1").moving_mean.shape[0] == _units(small, "b1_conv1")
+    assert small.get_layer("head").kernel.shape[0] == _units(small, "stem")
+    assert report.parameters[1] < report.parameters[0] / 2
+    assert _max_difference(masked, small, _images()) <= TOLERANCE
+
+
+def test_padded_convolution_after_batchnorm_keeps_one_constant_channel():
+    model = _randomize(_residual_cnn())
+    masked = keras_prune.prunable(model, layers=["b1_conv1"])
+    keras_prune.prune(masked, {"b1_conv1": 0.75}, granularity="filter")
+    small, report = shrink_with_report(masked)
+    # BatchNorm turns the removed filters into non-zero constants that the padded
+    # b1_conv2 sees only through in-bounds taps: one filter is kept to carry them
+    assert _units(small, "b1_conv1") == 16 - 12 + 1
+    (row,) = [r for r in report.layers if r.name == "b1_conv1"]
+    assert any("constant channel" in note and "b1_conv2" in note for note in row.notes)
+    assert _max_difference(masked, small, _images()) <= TOLERANCE
+
+
+def test_units_joined_by_add_to_live_units_are_kept_and_reported():
+    model = _randomize(_residual_cnn())
+    masked = keras_prune.prunable(model, layers=["b1_conv2"])
+    mask = np.ones((3, 3, 16, 12), dtype=np.float32)
+    mask[..., :4] = 0.0  # only one side of the sum: the stem still uses these channels
+    masked.get_layer("b1_conv2").set_mask([mask])
+    small, report = shrink_with_report(masked)
+    assert _units(small, "b1_conv2") == 12
+    (row,) = [r for r in report.layers if r.name == "b1_conv2"]
+    assert row.notes == ("kept 4 pruned unit(s): an element-wise merge joins them to units that are not pruned",)
+    assert _max_difference(masked, small, _images()) <= TOLERANCE
+
+
+def test_concatenate_and_multiply_branches_shrink_exactly():
+    inputs = keras.Input((10,))
+    a = layers.Dense(6, activation="tanh", name="a")(inputs)
+    b = layers.Dense(4, activation="relu", name="b")(inputs)
+    joined = layers.Concatenate(name="cat")([a, b])
+    gate = layers.Dense(10, activation="sigmoid", name="gate")(inputs)
+    product = layers.Multiply(name="mul")([joined, gate])
+    model = _randomize(keras.Model(inputs, layers.Dense(2, name="out")(product)))
+    classes = coupled_units(model)
+    np.testing.assert_array_equal(
+        classes[model.get_layer("gate")], np.concatenate([classes[model.get_layer("a")], classes[model.get_layer("b")]])
+    )
+    masked = keras_prune.prunable(model)
+    keras_prune.prune(masked, {"a": 0.5, "b": 0.5}, granularity="neuron")
+    small = keras_prune.shrink(masked)
+    assert (_units(small, "a"), _units(small, "b"), _units(small, "gate")) == (3, 2, 5)
+    assert _max_difference(masked, small, _images(8, (10,))) <= TOLERANCE
+
+
+def test_layers_shrink_cannot_see_through_keep_their_units():
+    model = _randomize(
+        keras.Sequential(
+            [keras.Input((6,)), layers.Dense(8, activation="relu", name="fc1"),
+             layers.Reshape((2, 4), name="reshape"), layers.Flatten(), layers.Dense(3, name="fc2")]
+        )
+    )
+    masked = keras_prune.prunable(model)
+    keras_prune.prune(masked, {"fc1": 0.5, "fc2": 1 / 3}, granularity="neuron")
+    small, report = shrink_with_report(masked)
+    assert _units(small, "fc1") == 8 and _units(small, "fc2") == 3
+    notes = {r.name: r.notes for r in report.layers}
+    assert notes["fc1"] == ("kept 4 pruned unit(s): 'reshape' (Reshape) uses them and shrink cannot see through it",)
+    assert notes["fc2"] == ("kept 1 pruned unit(s): they reach the model's output",)
+    assert _max_difference(masked, small, _images(8, (6,))) <= TOLERANCE
+
+
+def test_shrunk_model_saves_and_loads_as_plain_keras(tmp_path):
+    masked = keras_prune.prunable(_randomize(_residual_cnn()))
+    keras_prune.prune(masked, {"stem": 0.5}, granularity="filter")
+    small = keras_prune.shrink(masked)
+    path = tmp_path / "small.keras"
+    small.save(path)
+    loaded = keras.models.load_model(path)  # no keras_prune classes needed
+    assert _max_difference(small, loaded, _images(4)) == 0.0
+
+
+def test_multiply_adds_counts_dense_and_conv_layers():
+    assert multiply_adds(keras_prune.models.lenet_300_100()) == 784 * 300 + 300 * 100 + 100 * 10
+    conv = keras.Sequential([keras.Input((8, 8, 2)), layers.Conv2D(4, 3)])
+    assert multiply_adds(conv) == 6 * 6 * 3 * 3 * 2 * 4
+
+
+def test_shrink_refuses_subclassed_models():
+    class Custom(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ModelError, match="Sequential and Functional"):
+        keras_prune.shrink(Custom())
+
+
+def test_cli_shrink_saves_a_smaller_model_with_the_same_outputs(trained_lenet5, tmp_path):
+    masked = keras_prune.prunable(keras_prune.load_model(trained_lenet5))
+    keras_prune.prune(masked, {"conv2": 0.75, "fc1": 0.5}, granularity="filter")
+    pruned, out = tmp_path / "pruned.keras", tmp_path / "small.keras"
+    keras_prune.save_model(masked, pruned)
+    result = CliRunner().invoke(main, ["shrink", "-m", str(pruned), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "conv2" in result.output and "96 -> 24" in result.output
+    difference = float(result.output.split("largest output difference ")[1].split()[0])
+    assert difference <= TOLERANCE
+    small = keras_prune.load_model(out)
+    assert small.count_params() < masked.count_params() / 3
+    assert _max_difference(masked, small, _images(8)) <= TOLERANCE
