@@ -13,10 +13,20 @@ print(keras_prune.sparsity_report(plain).total_compression)
 ```
 """
 
-from keras_prune import criteria, data, models
+from keras_prune import callbacks, criteria, data, export, models, schedules
 from keras_prune.api import find_layers, prunable, prune, strip, wrapped_layers
+from keras_prune.callbacks import IterativePruning
 from keras_prune.errors import DataError, InputError, KerasPruneError, ModelError
+from keras_prune.export import (
+    SizeReport,
+    export_keras,
+    export_model,
+    export_savedmodel,
+    export_tflite,
+    size_report,
+)
 from keras_prune.report import LayerSparsity, SparsityReport, sparsity_report
+from keras_prune.shrink import ShrinkReport, shrink, shrink_with_report
 from keras_prune.storage import load_model, save_model
 from keras_prune.wrapper import PruneWrapper
 
@@ -25,19 +35,32 @@ __version__ = "0.1.0"
 __all__ = [
     "DataError",
     "InputError",
+    "IterativePruning",
     "KerasPruneError",
     "LayerSparsity",
     "ModelError",
     "PruneWrapper",
+    "ShrinkReport",
+    "SizeReport",
     "SparsityReport",
+    "callbacks",
     "criteria",
     "data",
+    "export",
+    "export_keras",
+    "export_model",
+    "export_savedmodel",
+    "export_tflite",
     "find_layers",
     "load_model",
     "models",
     "prunable",
     "prune",
     "save_model",
+    "schedules",
+    "shrink",
+    "shrink_with_report",
+    "size_report",
     "sparsity_report",
     "strip",
     "wrapped_layers",

@@ -8,13 +8,14 @@ model, directly (``"fc1"``) or by path (``"encoder/fc1"``).
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, Sequence, Union
 
 import keras
 
 from keras_prune.criteria import Criterion, get_criterion
 from keras_prune.errors import InputError, ModelError
-from keras_prune.selection import check_fraction, select_layer
+from keras_prune.selection import SCOPES, check_fraction, select_global, select_layer
+from keras_prune.structured import is_structured, prune_units
 from keras_prune.wrapper import PruneWrapper, prunable_variables
 
 Selector = Union[int, str]
@@ -205,23 +206,54 @@ def prune(
     fractions: Mapping[Selector, float],
     criterion: str | Criterion = "magnitude",
     data: Iterable | None = None,
+    scope: str = "layer",
+    normalization: str | None = None,
+    criterion_options: Mapping[str, Any] | None = None,
+    granularity: str = "weight",
+    unit_norm: str = "l1",
 ) -> dict[PruneWrapper, float]:
-    """Prunes each chosen layer to its fraction with a criterion (per-layer selection).
+    """Prunes the chosen layers to their fractions, ranking weights with a criterion.
 
     Args:
         model: a model made by `prunable` (the chosen layers must be wrapped).
         fractions: selector -> cumulative fraction of that layer's weights to prune.
         criterion: a registered criterion name or a `Criterion` instance.
         data: training batches for criteria that need data (never the test split).
+        scope: ``"layer"``: each layer loses exactly its fraction of its weights;
+            ``"global"``: the layers together lose as many weights as their
+            fractions add up to, wherever the (normalised) scores are lowest.
+        normalization: for global scope, how each layer's scores are rescaled
+            (`keras_prune.selection.NORMALIZATIONS`); None uses the criterion's
+            own (``"none"`` for loss-change criteria, ``"mean"`` for magnitude).
+        criterion_options: constructor options when `criterion` is a name, such
+            as ``{"probes": 8}`` for taylor2.
+        granularity: ``weight`` prunes single weights; ``neuron`` or ``filter``
+            prunes whole output units of Dense/Conv layers (layer scope only), and
+            with them the units coupled to them in other wrapped layers (see
+            `keras_prune.structured`).
+        unit_norm: at unit granularity, ``l1`` (sum) or ``l2`` reduction of each
+            unit's weight scores.
 
     Returns:
-        The sparsity of each pruned layer afterwards.
+        The sparsity of each pruned layer afterwards (coupled layers included).
 
     Raises:
-        InputError: a bad selector or fraction, an unwrapped layer, or a criterion
-            that needs data and got none.
+        InputError: a bad selector, fraction, scope, normalization or option, an
+            unwrapped layer, or a criterion that needs data and got none.
+
+    Example:
+
+    ```python
+    keras_prune.prune(model, {"conv2": 0.7, "fc1": 0.95}, "taylor12",
+                      data=dataset.train().take(20), scope="global")
+    ```
     """
-    criterion = get_criterion(criterion)
+    if scope not in SCOPES:
+        raise InputError(f"unknown scope '{scope}'; choose one of: {', '.join(SCOPES)}")
+    structured = is_structured(granularity)
+    if structured and scope != "layer":
+        raise InputError(f"granularity '{granularity}' works with scope 'layer', not '{scope}'")
+    criterion = get_criterion(criterion, **dict(criterion_options or {}))
     layers = find_layers(model, list(fractions))
     checked = {}
     for layer, fraction in zip(layers, fractions.values()):
@@ -232,8 +264,19 @@ def prune(
         checked[layer] = check_fraction(fraction, f"fraction for layer '{layer.name}'")
     if criterion.needs_data and data is None:
         raise InputError(f"criterion '{criterion.name}' needs training data; none was given")
+    if structured:
+        return {layer: layer.sparsity() for layer in prune_units(model, checked, criterion, data, unit_norm)}
     scores = criterion.score(list(checked), model=model, data=data)
-    for layer, fraction in checked.items():
-        layer.set_mask(select_layer(scores[layer], layer.mask_arrays(), fraction))
+    if scope == "global":
+        new_masks = select_global(
+            [scores[layer] for layer in checked],
+            [layer.mask_arrays() for layer in checked],
+            list(checked.values()),
+            normalization or criterion.normalization,
+        )
+        for layer, masks in zip(checked, new_masks):
+            layer.set_mask(masks)
+    else:
+        for layer, fraction in checked.items():
+            layer.set_mask(select_layer(scores[layer], layer.mask_arrays(), fraction))
     return {layer: layer.sparsity() for layer in checked}
-

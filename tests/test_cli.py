@@ -81,9 +81,10 @@ def test_run_accepts_the_originals_flags_and_retrains(trained_lenet5, small_idx_
     output = result.output
     assert "Layer8: 65% retained (step 1)" in output
     assert "Layer8: 30% retained (step 2)" in output
-    # Keras' line for the retraining epoch comes between the prune and its validation.
-    assert output.count("val_accuracy") == 2
-    assert output.index("Layer8: 30% retained") < output.rindex("val_accuracy") < output.rindex("validation: loss")
+    # One fit of two epochs; Keras' line for each retraining epoch comes between the
+    # prune and its validation.
+    assert output.count("Epoch ") == 2
+    assert output.index("Epoch 2/2") < output.index("Layer8: 30% retained") < output.rindex("accuracy:") < output.rindex("validation: loss")
     assert kp.load_model(out).get_layer("fc1").pruned_count() == 201600
 
 
@@ -117,8 +118,10 @@ def test_test_reports_compression_and_error(pruned_path, small_idx_dir):
         (["-l", "1,4", "-p", "0.5,0.6,0.7"], 2, "2 layers but 3 fractions"),
         (["-l", "8"], 2, "--layers and --fraction go together"),
         (["-l", "8", "-p", "0.5", "-pruner", "nope"], 2, "unknown pruner 'nope'"),
-        (["-l", "8", "-p", "0.5", "-acctradeoff", "0.5"], 2, "not implemented yet"),
-        (["-l", "8", "-p", "0.5", "-cuda"], 2, "not implemented yet"),
+        (["-l", "8", "-p", "0.5", "-acctradeoff", "-1"], 2, "Invalid value"),
+        (["-l", "8", "-p", "0.5", "--gpu", "0,x"], 2, "--gpu takes comma-separated GPU numbers"),
+        (["-l", "8", "-p", "0.5", "--schedule", "cubic"], 2, "the cubic schedule prunes during retraining"),
+        (["-l", "8", "-p", "0.5", "--multi-worker"], 2, "needs the TF_CONFIG environment variable"),
         (["-l", "8", "-p", "0.5", "--iterations", "0"], 2, "Invalid value"),
         (["-l", "8", "-p", "0.5", "--epochs", "-1"], 2, "Invalid value"),
     ],

@@ -9,6 +9,7 @@ changes masks; selection (`keras_prune.selection`) does that.
 from __future__ import annotations
 
 import abc
+import inspect
 from typing import Callable, Iterable, Mapping, Sequence
 
 import keras
@@ -29,10 +30,17 @@ class Criterion(abc.ABC):
     Attributes:
         name: the name it is registered and chosen under (`--pruner NAME`).
         needs_data: whether `score` needs the model and training batches.
+        normalization: how global selection rescales this criterion's scores per
+            layer before comparing layers (see `keras_prune.selection.NORMALIZATIONS`):
+            ``"none"`` for scores in the same units in every layer (a loss change),
+            ``"mean"`` for scores whose scale differs between layers (|w|).
+        verbose: whether `score` shows a progress bar (criteria that take long).
     """
 
     name: str = ""
     needs_data: bool = False
+    normalization: str = "mean"
+    verbose: bool = False
 
     @abc.abstractmethod
     def score(
@@ -88,9 +96,11 @@ def get_criterion(criterion: str | Criterion, **options) -> Criterion:
     """A criterion instance from a name (with constructor options) or an instance.
 
     Raises:
-        InputError: the name is not registered.
+        InputError: the name is not registered, or it takes no such option.
     """
     if isinstance(criterion, Criterion):
+        if options:
+            raise InputError("criterion options go with a criterion name, not an instance")
         return criterion
     try:
         factory = _REGISTRY[criterion]
@@ -98,4 +108,12 @@ def get_criterion(criterion: str | Criterion, **options) -> Criterion:
         raise InputError(
             f"unknown pruner '{criterion}'; choose one of: {', '.join(_REGISTRY)}"
         ) from None
+    accepted = inspect.signature(factory).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not takes_any:
+        raise InputError(
+            f"criterion '{criterion}' takes no option {', '.join(repr(o) for o in unknown)}; "
+            f"it takes: {', '.join(accepted) or 'no options'}"
+        )
     return factory(**options)

@@ -1,0 +1,94 @@
+"""`keras-prune sensitivity`: sweep each layer alone and plot accuracy against fraction pruned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_prune_cli.common import (
+    batch_size_option,
+    data_options,
+    load_data,
+    model_option,
+    seed_everything,
+    seed_option,
+)
+
+
+def _print_row(result) -> None:
+    label = f"Layer{result.index}" if result.index is not None else result.layer
+    click.echo(
+        f"{label} {result.layer}: {100 * result.fraction:.4g}% pruned -> validation "
+        f"{result.validation}" + (f", test error {result.test.error:.2f}%" if result.test else "")
+    )
+
+
+@click.command()
+@model_option("the shipped pretrained lenet5 (saved_models/lenet5.keras)")
+@click.option("-l", "--layers", default=None, help="Layers to sweep: comma-separated 1-based indices or names. Default: every prunable layer.")
+@click.option("--steps", type=click.IntRange(min=1), default=9, show_default=True, help="Points per layer; step i prunes the layer alone to fraction*i/steps.")
+@click.option("-p", "--fraction", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="The largest fraction pruned, reached at the last step.")
+@click.option("--pruner", default="magnitude", show_default=True, help="Criterion that ranks the weights (see `keras-prune run --help`).")
+@click.option("--retrain", is_flag=True, help="Retrain after each step (from the trained model every time).")
+@click.option("--epochs", type=click.IntRange(min=0), default=1, show_default=True, help="Retraining epochs per step.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True, help="SGD learning rate for retraining.")
+@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum for retraining.")
+@click.option("--metric", type=click.Choice(["accuracy", "error"]), default="accuracy", show_default=True, help="What the plot's y-axis shows.")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("logs"), show_default=True, help="Folder for <job-id>.csv, .jsonl, .options.json and .png.")
+@click.option("--job-id", default="sensitivity", show_default=True, help="Prefix of the file names.")
+@click.option("--log-test", is_flag=True, help="Also measure the test split at every point (logged; the plot stays on validation).")
+@click.option("--gpu", default=None, metavar="IDS", help="Run on these GPUs (e.g. 0 or 0,1).")
+@click.option("--cpu", is_flag=True, help="Run on the CPU even if there is a GPU.")
+@batch_size_option
+@seed_option
+@data_options
+@click.option("--unsafe", is_flag=True, help="Allow models that contain code (Lambda layers).")
+def sensitivity(model_path, layers, steps, fraction, pruner, retrain, epochs, lr, momentum, metric, log_dir, job_id, log_test, gpu, cpu, batch_size, seed, data_dir, dataset, unsafe):
+    """Prune each layer alone, step by step, and plot accuracy against fraction pruned.
+
+    Every point starts again from the trained model (like `run --reload`), so each is
+    a one-shot prune of one layer, optionally retrained. Writes the CSV (the original
+    plotlog's columns first), JSON lines, the options and a PNG with one line per
+    layer, as in Han et al.'s sensitivity figures.
+
+    \b
+    Examples:
+      keras-prune sensitivity --steps 5
+      keras-prune sensitivity -l 1,4 --steps 9 --retrain --epochs 1 --metric error
+    """
+    from keras_prune.devices import select_devices
+
+    options = dict(click.get_current_context().params)
+    # Devices first: they must be chosen before anything creates a tensor.
+    devices = select_devices(gpus=gpu, cpu=cpu)
+    from keras_prune.criteria import get_criterion
+    from keras_prune.experiment import RunSettings
+    from keras_prune.plan import parse_selectors
+    from keras_prune.plotting import plot_log
+    from keras_prune.resources import PRETRAINED_MODEL
+    from keras_prune.runlog import RunLog
+    from keras_prune.sensitivity import sensitivity as sweep
+    from keras_prune.storage import load_model
+
+    pruner = "magnitude" if pruner == "mag" else pruner
+    get_criterion(pruner)  # an unknown name fails now, before any loading
+    selectors = parse_selectors(layers) if layers is not None else None
+    settings = RunSettings(criterion=pruner, retrain=retrain, epochs=epochs, lr=lr, momentum=momentum,
+                           batch_size=batch_size, seed=seed, log_test=log_test)
+    model_path = model_path or PRETRAINED_MODEL
+    model = load_model(model_path, safe_mode=not unsafe)
+    data = load_data(data_dir, dataset)
+    seed_everything(seed)
+    log = RunLog(log_dir, job_id, options=options, test_error=False)
+    click.echo(f"Devices: {devices.description}")
+    click.echo(f"Model: {model_path}; {steps} step(s) to {fraction:g} per layer, pruner {pruner}"
+               + (f", retraining {epochs} epoch(s) per step" if retrain else ", no retraining"))
+
+    def on_step(result):
+        _print_row(result)
+        log.write(result)
+
+    sweep(model, data, selectors, steps, fraction, settings, on_step=on_step, strategy=devices.strategy)
+    png = plot_log(log.csv_path, metric=metric, title=f"{model_path.name}: each layer pruned alone ({pruner})")
+    click.echo(f"Wrote {log.csv_path}, {log.jsonl_path} and {png}")

@@ -1,0 +1,408 @@
+"""The seven criteria against ground truth on tiny float64 models, and their plumbing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+import keras
+import keras_prune as kp
+from keras_prune.criteria import available_criteria, get_criterion
+from keras_prune.criteria.objective import fixed_batches
+from keras_prune.criteria.taylor import derivatives
+from keras_prune.errors import InputError
+from keras_prune.experiment import RunSettings, run_pruning
+from keras_prune.plan import Plan
+
+SEVEN = ["magnitude", "taylor1", "taylor2", "taylor12", "l1", "l2", "emp"]
+
+
+@pytest.fixture
+def float64():
+    keras.config.set_floatx("float64")
+    yield
+    keras.config.set_floatx("float32")
+
+
+def _mlp(seed: int = 0) -> keras.Model:
+    """4 -> 5 (tanh) -> 3 logits, wrapped."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(5, activation="tanh", name="hidden"),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
+    return kp.prunable(model)
+
+
+def _batches(sizes=(7, 5, 4), features=4, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        (rng.normal(size=(n, features)), rng.integers(0, classes, n).astype("int32"))
+        for n in sizes
+    ]
+
+
+def _mean_loss(model, batches) -> float:
+    """Mean cross-entropy over all images of `batches`, straight from the model."""
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return float(loss(y, model(x, training=False)))
+
+
+def _removal_changes(model, layers, batches) -> list[np.ndarray]:
+    """Brute force: zero each weight in turn, re-evaluate, restore."""
+    base = _mean_loss(model, batches)
+    out = []
+    for layer in layers:
+        for var in layer.pruned_variables:
+            original = var.numpy()
+            change = np.zeros(original.size)
+            for k in range(original.size):
+                if original.flat[k] == 0:
+                    continue
+                modified = original.copy()
+                modified.flat[k] = 0.0
+                var.assign(modified)
+                change[k] = _mean_loss(model, batches) - base
+            var.assign(original)
+            out.append(change.reshape(original.shape))
+    return out
+
+
+def _train_a_little(model, batches, steps=60, lr=0.3):
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    model.compile(keras.optimizers.SGD(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=len(x), epochs=steps, verbose=0)
+
+
+# --- taylor1 -----------------------------------------------------------------
+
+
+def test_taylor1_accumulates_per_batch_gradients_that_match_finite_differences(float64):
+    model = _mlp()
+    layers = kp.wrapped_layers(model)
+    batches = _batches()
+    scores = get_criterion("taylor1").score(layers, model, batches)
+    found = derivatives(layers, model, fixed_batches(batches, "test"))
+    shares = np.array([len(b[1]) for b in batches]) / 16
+    eps = 1e-6
+    for layer in layers:
+        var = layer.pruned_variables[0]
+        w = var.numpy()
+        expected_score = np.zeros_like(w)
+        expected_gradient = np.zeros_like(w)
+        for share, batch in zip(shares, batches):
+            g = np.zeros_like(w)
+            for k in range(w.size):
+                for sign in (1, -1):
+                    shifted = w.copy()
+                    shifted.flat[k] += sign * eps
+                    var.assign(shifted)
+                    g.flat[k] += sign * _mean_loss(model, [batch]) / (2 * eps)
+            var.assign(w)
+            expected_score += share * np.abs(g * w)
+            expected_gradient += share * g
+        np.testing.assert_allclose(scores[layer][0], expected_score, rtol=1e-6, atol=1e-10)
+        index = layers.index(layer)
+        np.testing.assert_allclose(found.gradient[index], expected_gradient, rtol=1e-6, atol=1e-10)
+    # Many batches, not one: the first batch alone gives other scores.
+    alone = get_criterion("taylor1").score(layers, model, batches[:1])
+    assert not np.allclose(alone[layers[0]][0], scores[layers[0]][0])
+
+
+# --- taylor2 -----------------------------------------------------------------
+
+
+def _exact_hessian_diagonal(model, layers, batches) -> np.ndarray:
+    x = tf.constant(np.concatenate([b[0] for b in batches]))
+    y = tf.constant(np.concatenate([b[1] for b in batches]))
+    variables = [v for layer in layers for v in layer.pruned_variables]
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape(persistent=True) as outer:
+        with tf.GradientTape() as inner:
+            value = loss(y, model(x, training=False))
+        grads = tf.concat([tf.reshape(g, [-1]) for g in inner.gradient(value, variables)], 0)
+    rows = outer.jacobian(grads, variables)
+    hessian = tf.concat([tf.reshape(r, (grads.shape[0], -1)) for r in rows], 1).numpy()
+    return np.diag(hessian)
+
+
+def _exact_gauss_newton_diagonal(model, layers, batches) -> np.ndarray:
+    x = tf.constant(np.concatenate([b[0] for b in batches]))
+    variables = [v for layer in layers for v in layer.pruned_variables]
+    with tf.GradientTape() as tape:
+        logits = model(x, training=False)
+    jac = tape.jacobian(logits, variables)  # per variable: (n, classes, *shape)
+    j = tf.concat([tf.reshape(a, (*logits.shape, -1)) for a in jac], -1).numpy()
+    p = tf.nn.softmax(logits).numpy()
+    h = np.einsum("nc,cd->ncd", p, np.eye(p.shape[1])) - np.einsum("nc,nd->ncd", p, p)
+    return np.einsum("nck,ncd,ndk->k", j, h, j) / len(x)
+
+
+def _flat(scores_by_layer, layers) -> np.ndarray:
+    return np.concatenate([a.ravel() for layer in layers for a in scores_by_layer[layer]])
+
+
+def test_hutchinson_hessian_diagonal_converges_to_the_exact_diagonal(float64):
+    model = _mlp(1)
+    layers = kp.wrapped_layers(model)
+    batches = _batches((12, 12))
+    exact = _exact_hessian_diagonal(model, layers, batches)
+    errors = {}
+    for probes in (8, 128, 2048):
+        estimate = kp.criteria.hessian_diagonal(layers, model, batches, "hutchinson", probes)
+        errors[probes] = np.linalg.norm(_flat(estimate, layers) - exact) / np.linalg.norm(exact)
+    # Error ~ 1/sqrt(probes): 16x the probes, a quarter of the error.
+    assert errors[128] < errors[8] / 2
+    assert errors[2048] < errors[128] / 2
+    assert errors[2048] < 0.1
+
+
+def test_gauss_newton_diagonal_converges_to_the_exact_gauss_newton_diagonal(float64):
+    model = _mlp(2)
+    layers = kp.wrapped_layers(model)
+    batches = _batches((10, 10))
+    exact = _exact_gauss_newton_diagonal(model, layers, batches)
+    estimate = kp.criteria.hessian_diagonal(layers, model, batches, "gauss-newton", 1000)
+    flat = _flat(estimate, layers)
+    assert (flat >= 0).all()
+    assert np.linalg.norm(flat - exact) / np.linalg.norm(exact) < 0.1
+
+
+def test_taylor2_is_half_hessian_diagonal_times_weight_squared(float64):
+    model = _mlp(3)
+    layers = kp.wrapped_layers(model)
+    batches = _batches()
+    scores = get_criterion("taylor2", probes=3, seed=7).score(layers, model, batches)
+    diagonal = kp.criteria.hessian_diagonal(layers, model, batches, "hutchinson", 3, seed=7)
+    for layer in layers:
+        w = layer.effective_weights()[0]
+        np.testing.assert_allclose(scores[layer][0], 0.5 * diagonal[layer][0] * w * w)
+
+
+# --- taylor12 ----------------------------------------------------------------
+
+
+def test_taylor12_predicts_removal_loss_changes_better_than_first_order(float64):
+    model = _mlp(4)
+    batches = _batches((16, 16), seed=4)
+    _train_a_little(model, batches)
+    layers = kp.wrapped_layers(model)
+    true = np.concatenate([c.ravel() for c in _removal_changes(model, layers, batches)])
+    predicted = _flat(
+        get_criterion("taylor12", probes=256).score(layers, model, batches), layers
+    )
+    found = derivatives(layers, model, fixed_batches(batches, "test"))
+    weights = np.concatenate([w.ravel() for layer in layers for w in layer.effective_weights()])
+    first_order = -np.concatenate([g.ravel() for g in found.gradient]) * weights
+    taylor1 = _flat(get_criterion("taylor1").score(layers, model, batches), layers)
+    error12 = np.mean(np.abs(predicted - true))
+    assert error12 < 0.5 * np.mean(np.abs(first_order - true))
+    assert error12 < 0.5 * np.mean(np.abs(taylor1 - np.abs(true)))
+    # Its ranking follows the true one: the weight it would prune first is cheap.
+    assert true[np.argmin(predicted)] <= np.quantile(true, 0.25)
+
+
+# --- emp ---------------------------------------------------------------------
+
+
+def _conv_model() -> keras.Model:
+    """Conv (separable path), depthwise conv (one-weight path), dense, logits."""
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(3, 3, activation="tanh", name="conv")(inputs)
+    h = keras.layers.DepthwiseConv2D(2, name="depthwise")(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(4, activation="tanh", name="dense")(h)
+    outputs = keras.layers.Dense(3, name="logits")(h)
+    return kp.prunable(keras.Model(inputs, outputs))
+
+
+def _image_batches(sizes=(6, 5)):
+    rng = np.random.default_rng(5)
+    return [(rng.normal(size=(n, 6, 6, 2)), rng.integers(0, 3, n).astype("int32")) for n in sizes]
+
+
+def test_emp_equals_a_brute_force_loop_that_zeroes_each_weight(float64):
+    model = _conv_model()
+    layers = kp.wrapped_layers(model)
+    dense = model.get_layer("dense")
+    half = np.ones(dense.masks[0].shape)
+    half.flat[::2] = 0
+    dense.set_mask([half])  # already-pruned weights: score 0, no work
+    batches = _image_batches()
+    scores = get_criterion("emp").score(layers, model, batches)
+    expected = _removal_changes(model, layers, batches)
+    for layer, want in zip(layers, expected):
+        np.testing.assert_allclose(scores[layer][0], want, rtol=1e-9, atol=1e-13)
+    assert (scores[dense][0].flat[::2] == 0).all()
+    assert np.abs(scores[dense][0].flat[1::2]).min() > 0
+
+
+def test_emp_equals_brute_force_on_an_embedding_table(float64):
+    keras.utils.set_random_seed(8)
+    model = kp.prunable(
+        keras.Sequential(
+            [
+                keras.Input((4,), dtype="int32"),
+                keras.layers.Embedding(5, 3, name="embed"),
+                keras.layers.Flatten(),
+                keras.layers.Dense(2, name="out"),
+            ]
+        )
+    )
+    rng = np.random.default_rng(8)
+    batches = [(rng.integers(0, 5, (9, 4)).astype("int32"), rng.integers(0, 2, 9).astype("int32"))]
+    layer = model.get_layer("embed")
+    scores = get_criterion("emp").score([layer], model, batches)[layer][0]
+    np.testing.assert_allclose(scores, _removal_changes(model, [layer], batches)[0], rtol=1e-9, atol=1e-13)
+
+
+def test_emp_budget_scores_large_layers_on_fewer_images(float64):
+    model = _conv_model()
+    layer = model.get_layer("conv")  # 54 weights
+    batches = _image_batches((6, 5))
+    scores = get_criterion("emp", budget=54 * 4).score([layer], model, batches)
+    first_four = [(batches[0][0][:4], batches[0][1][:4])]
+    expected = _removal_changes(model, [layer], first_four)[0]
+    np.testing.assert_allclose(scores[layer][0], expected, rtol=1e-9, atol=1e-13)
+
+
+def test_emp_refuses_layers_it_cannot_cut_the_model_at():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    a = keras.layers.Dense(4, name="a")(inputs)
+    skip = keras.layers.Add()([a, keras.layers.Dense(4, name="side")(inputs)])
+    model = kp.prunable(keras.Model(inputs, keras.layers.Dense(2, name="b")(skip)))
+    data = [(np.ones((2, 4), "float32"), np.zeros(2, "int32"))]
+    with pytest.raises(InputError, match="emp cannot cut"):
+        get_criterion("emp").score([model.get_layer("a")], model, data)
+
+
+# --- l1 / l2 gates -----------------------------------------------------------
+
+
+def _noise_problem():
+    """A regression on 4 informative inputs; 4 more inputs are pure noise.
+
+    The model (compiled with MSE) starts from the generating weights, two of them
+    shrunk, and noise-fed weights larger than those two, so magnitude alone cannot
+    tell informative from noise-fed weights.
+    """
+    rng = np.random.default_rng(6)
+    true = np.array([1.5, -2.0, 1.0, -1.2])
+    x = rng.normal(size=(512, 8))
+    y = x[:, :4] @ true + 0.1 * rng.normal(size=512)
+    batches = [(x[i : i + 64], y[i : i + 64, None]) for i in range(0, 512, 64)]
+    keras.utils.set_random_seed(6)
+    model = kp.prunable(keras.Sequential([keras.Input((8,)), keras.layers.Dense(1, name="fc")]))
+    start = np.concatenate([true * [1, 0.25, 1, 0.3], [0.8, -0.7, 0.6, -0.9]])
+    model.get_layer("fc").pruned_variables[0].assign(start[:, None])
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    return model, batches
+
+
+@pytest.mark.parametrize("name", ["l1", "l2"])
+def test_gates_rank_noise_fed_weights_lowest_and_leave_the_model_untouched(name, float64):
+    model, batches = _noise_problem()
+    layer = model.get_layer("fc")
+    w = layer.pruned_variables[0].numpy()[:, 0]
+    assert np.abs(w[4:]).max() > np.abs(w[:4]).min()  # magnitude would not separate them
+    model.fit(batches[0][0], batches[0][1], epochs=1, verbose=0)  # optimizer state too
+    before = [v.numpy().copy() for v in model.variables + model.optimizer.variables]
+    scores = get_criterion(name, penalty=1e-3, epochs=10, learning_rate=0.05).score(
+        [layer], model, batches
+    )[layer][0][:, 0]
+    assert scores[4:].max() < scores[:4].min()
+    after = [v.numpy() for v in model.variables + model.optimizer.variables]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert all((g.numpy() == 1).all() for g in layer.gates)
+
+
+# --- registry, API, CLI --------------------------------------------------------
+
+
+def test_the_seven_criteria_are_registered_and_users_can_add_their_own():
+    assert available_criteria()[:7] == SEVEN
+
+    @kp.criteria.register_criterion("test-reverse-magnitude")
+    class Reverse(kp.criteria.Criterion):
+        def score(self, layers, model=None, data=None):
+            return {l: [-np.abs(w) for w in l.effective_weights()] for l in layers}
+
+    model = _mlp()
+    kp.prune(model, {"out": 0.4}, "test-reverse-magnitude")
+    w = model.get_layer("out").pruned_variables[0].numpy()
+    assert np.count_nonzero(w) == 9 and np.abs(w[w != 0]).max() < 1.0
+
+
+def test_criterion_options_are_checked():
+    assert get_criterion("taylor2", probes=3, hessian="gauss-newton").probes == 3
+    with pytest.raises(InputError, match="takes no option 'probes'"):
+        get_criterion("magnitude", probes=3)
+    with pytest.raises(InputError, match="unknown Hessian estimate 'exact'"):
+        get_criterion("taylor12", hessian="exact")
+    with pytest.raises(InputError, match="needs training data"):
+        kp.prune(_mlp(), {"out": 0.5}, "taylor1")
+
+
+@pytest.mark.parametrize("name", SEVEN)
+def test_every_criterion_prunes_lenet5_through_the_api(name, trained_lenet5, small_data):
+    model = kp.prunable(kp.load_model(trained_lenet5), layers=["conv1", "fc3"])
+    options = {
+        "taylor2": {"probes": 1},
+        "taylor12": {"probes": 1},
+        "l1": {"epochs": 1},
+        "l2": {"epochs": 1},
+        "emp": {"budget": 150 * 32},
+    }
+    sparsity = kp.prune(
+        model,
+        {"conv1": 0.5, "fc3": 0.3},
+        name,
+        data=small_data.train(64, seed=0).take(2),
+        criterion_options=options.get(name),
+    )
+    assert [round(s, 6) for s in sparsity.values()] == [75 / 150, 252 / 840]
+
+
+def test_run_scores_on_training_batches_never_the_test_split(trained_lenet5, small_data, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the test split was read")
+
+    monkeypatch.setattr(type(small_data), "test", refuse)
+    settings = RunSettings(criterion="taylor1", score_batches=2, batch_size=64)
+    pruned, _ = run_pruning(kp.load_model(trained_lenet5), Plan((12,), (0.5,)), small_data, settings)
+    assert pruned.get_layer("fc3").pruned_count() == 420
+
+
+def test_long_scoring_shows_progress_when_verbose(capsys, float64):
+    model = _mlp()
+    get_criterion("taylor2", probes=2, verbose=True).score(kp.wrapped_layers(model), model, _batches())
+    assert "6/6" in capsys.readouterr().out
+    get_criterion("taylor2", probes=2).score(kp.wrapped_layers(model), model, _batches())
+    assert capsys.readouterr().out == ""
+
+
+def test_cli_run_takes_any_registered_pruner_with_its_options(trained_lenet5, small_idx_dir, tmp_path):
+    from keras_prune_cli.main import main as cli
+
+    runner = CliRunner()
+    base = ["run", "-m", str(trained_lenet5), "--data-dir", str(small_idx_dir), "-l", "1,12", "-p", "0.5,0.5"]
+    result = runner.invoke(
+        cli,
+        base + ["--pruner", "taylor12", "--probes", "1", "--scope", "global", "--score-batches", "2", "--out", str(tmp_path / "p.keras")],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Total Compression" in result.output
+    bad = runner.invoke(cli, base + ["--pruner", "nope"])
+    assert bad.exit_code == 2 and "unknown pruner 'nope'; choose one of: mag, magnitude, taylor1" in bad.output
+    wrong = runner.invoke(cli, base + ["--pruner", "mag", "--probes", "2"])
+    assert wrong.exit_code == 2 and "takes no option 'probes'" in wrong.output
