@@ -81,8 +81,11 @@ class StepResult:
         seconds: wall time from the pruning to the close of the event.
         cost: validation error after the event minus that of the model before any
             pruning, in percentage points; None without validation data.
-        reverted: the accuracy guard reverted the event; the layer is pruned no
-            further and holds the masks it had before.
+        reverted: the event was reverted (by the accuracy guard, or because the
+            loss became NaN or Inf); the layer is pruned no further and holds the
+            masks it had before.
+        diverged: the loss or a weight became NaN or Inf while retraining after
+            this event.
         mask_digest: SHA-1 of the layer's masks after the event (after a revert, the
             restored masks): equal digests mean identical masks.
     """
@@ -98,6 +101,7 @@ class StepResult:
     cost: float | None = None
     reverted: bool = False
     mask_digest: str = ""
+    diverged: bool = False
 
 
 def mask_digest(layer: PruneWrapper) -> str:
@@ -162,8 +166,9 @@ class _Event:
     fractions: list[float]
     retained: list[float]
     started: float
-    saved: list[np.ndarray] | None
+    saved: list[np.ndarray]
     epochs: int = 0
+    diverged: bool = False
 
 
 class IterativePruning(keras.callbacks.Callback):
@@ -345,6 +350,19 @@ class IterativePruning(keras.callbacks.Callback):
             if upcoming is not None:
                 self._start(*self._advance())
 
+    def on_train_batch_end(self, batch, logs=None):
+        """A NaN or Inf loss: restores the state before the open event's pruning at once
+        (the event is reported as reverted when it closes); outside an event, stops
+        training."""
+        loss = (logs or {}).get("loss")
+        if loss is None or np.isfinite(float(loss)):
+            return
+        if self._open is None:
+            self.model.stop_training = True
+        elif not self._open.diverged:
+            restore(self._state_variables(), self._open.saved)
+            self._open.diverged = True
+
     def on_train_end(self, logs=None):
         """Closes the open event, if any."""
         if self._open is not None:
@@ -404,7 +422,7 @@ class IterativePruning(keras.callbacks.Callback):
         if self.reload and self._current_step is not None and step != self._current_step:
             restore(self._state_variables(), self._initial)
         self._current_step = step
-        saved = snapshot(self._state_variables()) if self.acc_tradeoff is not None else None
+        saved = snapshot(self._state_variables())
         fractions = [self.schedule.fraction(self.fractions[self._selectors[id(l)]], step) for l in layers]
         targets = {self._selectors[id(l)]: f for l, f in zip(layers, fractions)}
         strategy = self.model.distribute_strategy
@@ -437,11 +455,17 @@ class IterativePruning(keras.callbacks.Callback):
 
     def _close(self) -> None:
         event, self._open = self._open, None
+        # Max-pooling can hide NaN weights from the loss (oneDNN drops NaN), so check both.
+        event.diverged = event.diverged or not all(
+            np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in self.model.trainable_variables
+        )
+        if event.diverged:  # what retraining did after the restore is discarded too
+            restore(self._state_variables(), event.saved)
         validation = self._measure() if self.evaluate is not None else None
         test = evaluate_classifier(self.model, self.test_data) if self.test_data is not None else None
         cost = None if validation is None else validation.error - self.baseline.error
-        reverted = self.acc_tradeoff is not None and cost > self.acc_tradeoff
-        if reverted:
+        reverted = event.diverged or (self.acc_tradeoff is not None and cost > self.acc_tradeoff)
+        if reverted and not event.diverged:
             restore(self._state_variables(), event.saved)
             for layer in event.layers:
                 self._stopped_ids.add(id(layer))
@@ -459,6 +483,7 @@ class IterativePruning(keras.callbacks.Callback):
                 seconds=seconds,
                 cost=cost,
                 reverted=reverted,
+                diverged=event.diverged,
                 mask_digest=mask_digest(layer),
             )
             self.results.append(result)

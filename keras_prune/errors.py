@@ -35,3 +35,7 @@ class ModelError(InputError):
 
 class WriteError(KerasPruneError):
     """A file could not be written while running (a full disk, an I/O error)."""
+
+
+class NumericalError(KerasPruneError):
+    """A model holds NaN or Inf values where finite numbers are needed."""

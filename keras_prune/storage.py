@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Iterator
 
 import keras
+import numpy as np
 
-from keras_prune.errors import InputError, ModelError, WriteError
+from keras_prune.errors import InputError, ModelError, NumericalError, WriteError
 
 
 def _umask() -> int:
@@ -62,16 +63,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def check_finite(model: keras.Model) -> None:
+    """Raises NumericalError if any floating-point weight of `model` is NaN or Inf."""
+    for variable in model.weights:
+        if "float" in str(variable.dtype) and not np.isfinite(keras.ops.convert_to_numpy(variable)).all():
+            raise NumericalError(f"model '{model.name}' has NaN or Inf in {variable.path}; it is not saved")
+
+
 def save_model(model: keras.Model, path: str | Path) -> Path:
-    """Saves `model` as a .keras file, atomically.
+    """Saves `model` as a .keras file, atomically. A model holding NaN or Inf is refused.
 
     Raises:
         InputError: `path` does not end in .keras, or its folder cannot be written.
+        NumericalError: a weight is NaN or Inf.
         WriteError: writing failed part-way; `path` is left as it was.
     """
     path = Path(path)
     if path.suffix != ".keras":
         raise InputError(f"model files must end in .keras, got {path}")
+    check_finite(model)
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
     return path

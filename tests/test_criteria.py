@@ -21,9 +21,14 @@ SEVEN = ["magnitude", "taylor1", "taylor2", "taylor12", "l1", "l2", "emp"]
 
 @pytest.fixture
 def float64():
+    # Keras caches its global dtype policy at the first layer built, so floatx alone
+    # only works if no layer was built before: set the policy too, and restore it.
+    previous_floatx, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     yield
-    keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy(previous_policy)
+    keras.config.set_floatx(previous_floatx)
 
 
 def _mlp(seed: int = 0) -> keras.Model:

@@ -23,7 +23,8 @@ def test_ci_runs_the_readme_test_command():
 
 def test_the_readme_main_job_uses_shipped_files_only():
     main_job, _ = _readme_commands()
-    assert "--data-dir" not in main_job and " -m " not in main_job  # shipped model and data
+    prune_command = main_job[main_job.index("keras-prune run"):]
+    assert "--data-dir" not in prune_command and " -m " not in prune_command  # shipped model and data
     assert (PROJECT_ROOT / "saved_models" / "lenet5.keras").is_file()
     assert (PROJECT_ROOT / "saved_models" / "lenet5.conf").is_file()
     assert (PROJECT_ROOT / "data" / "mnist" / "train-images-idx3-ubyte.gz").is_file()

@@ -45,10 +45,12 @@ class _StepPrinter:
                 click.echo(f"  test: {result.test}")
         if result.reverted:
             label = f"Layer{result.index}" if result.index is not None else result.layer
-            click.echo(
-                f"  reverted: validation error {result.cost:+.2f} points against the unpruned "
-                f"model; {label} stays at its previous step and is pruned no further"
+            reason = (
+                "the loss or the weights became NaN or Inf while retraining"
+                if result.diverged
+                else f"validation error {result.cost:+.2f} points against the unpruned model"
             )
+            click.echo(f"  reverted: {reason}; {label} stays at its previous step and is pruned no further")
 
 
 def _resolve_plan(layers, fraction, config, model_path):
@@ -264,7 +266,7 @@ def run(model_path, layers, fraction, config, pruner, scope, normalization, prob
     )
     stopped = [f"Layer{r.index}" if r.index is not None else r.layer for r in results if r.reverted]
     if stopped:
-        click.echo(f"Stopped by the accuracy guard: {', '.join(stopped)}")
+        click.echo(f"Stopped by the accuracy guard or a diverging loss: {', '.join(stopped)}")
     click.echo("Final model (the one saved):" if devices.chief else "Final model:")
     test = evaluate(pruned, data.test())
     click.echo(f"Test: {test}")
