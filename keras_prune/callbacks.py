@@ -46,6 +46,7 @@ by the cubic schedule only), ``on_epoch_end``, and finally ``on_train_end``
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import time
@@ -102,6 +103,12 @@ class StepResult:
     reverted: bool = False
     mask_digest: str = ""
     diverged: bool = False
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> "StepResult":
+        """The inverse of ``dataclasses.asdict(result)``."""
+        evaluations = {k: None if record[k] is None else Evaluation(**record[k]) for k in ("validation", "test")}
+        return cls(**{**record, **evaluations})
 
 
 def mask_digest(layer: PruneWrapper) -> str:
@@ -275,6 +282,7 @@ class IterativePruning(keras.callbacks.Callback):
         self.results: list[StepResult] = []
         self.baseline: Evaluation | None = None
         self.stopped: list[str] = []
+        self._resume: dict[str, Any] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -313,6 +321,9 @@ class IterativePruning(keras.callbacks.Callback):
             with self.model.distribute_strategy.scope():
                 optimizer.build(self.model.trainable_variables)
         self._optimizer = optimizer
+        if self._resume is not None:
+            self._apply_resume()
+            return
         if self.reload:
             self._initial = snapshot(self._state_variables())
         self.baseline = self._measure() if self.evaluate is not None else None
@@ -367,6 +378,38 @@ class IterativePruning(keras.callbacks.Callback):
         """Closes the open event, if any."""
         if self._open is not None:
             self._close()
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint needs to continue this schedule later, as plain JSON data.
+
+        Only between events (none open), and not with `reload` (its starting state is
+        the whole model, which a checkpoint does not keep twice).
+        """
+        if self._open is not None or self.reload:
+            raise InputError("the pruning state can be saved only between events, and not with reload")
+        return {
+            "cursor": list(self._cursor),
+            "current_step": self._current_step,
+            "stopped": list(self.stopped),
+            "baseline": None if self.baseline is None else dataclasses.asdict(self.baseline),
+            "results": [dataclasses.asdict(result) for result in self.results],
+        }
+
+    def resume_from(self, state: Mapping[str, Any]) -> None:
+        """Continues from a `state()` at the next `on_train_begin`: the events already
+        done are not redone, stopped layers stay stopped, results are kept, and the
+        unpruned model's validation measure is not taken again."""
+        self._resume = dict(state)
+
+    def _apply_resume(self) -> None:
+        state, self._resume = self._resume, None
+        self._cursor = tuple(state["cursor"])
+        self._current_step = state["current_step"]
+        by_name = {layer.name: layer for layer in self._layers}
+        self.stopped = list(state["stopped"])
+        self._stopped_ids = {id(by_name[name]) for name in self.stopped}
+        self.baseline = None if state["baseline"] is None else Evaluation(**state["baseline"])
+        self.results = [StepResult.from_dict(record) for record in state["results"]]
 
     def prune_without_training(self, model: keras.Model) -> list[StepResult]:
         """Runs every event back to back on `model`, without retraining.

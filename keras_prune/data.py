@@ -143,6 +143,47 @@ class Dataset:
         """
         return _pipeline(self.x_train, self.y_train, batch_size, shuffle, seed, augment)
 
+    def epochs(self, batch_size: int, seed: int, first: int, last: int, augment: bool = False):
+        """Training batches for epochs `first` .. `last - 1`, one after another.
+
+        Unlike `train`, each epoch's order (and its random shifts) is a function of
+        (`seed`, epoch number) alone, so a run resumed at epoch k sees exactly the
+        batches an uninterrupted run sees from epoch k on. Fit with
+        ``steps_per_epoch=steps_per_epoch(batch_size)``.
+        """
+        import tensorflow as tf
+
+        if batch_size < 1:
+            raise DataError(f"batch size must be a positive integer, got {batch_size}")
+        x, y, scale = tf.constant(self.x_train), tf.constant(self.y_train), _scale(self.x_train)
+
+        def one_epoch(epoch):
+            order = tf.random.experimental.stateless_shuffle(tf.range(len(x)), seed=tf.stack([seed, epoch]))
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate().map(
+                lambda number, indices: load(epoch, number, indices), num_parallel_calls=tf.data.AUTOTUNE
+            )
+
+        def load(epoch, number, indices):
+            images = tf.cast(tf.gather(x, indices), tf.float32) * scale
+            if augment:
+                offsets = tf.random.stateless_uniform(
+                    (2, tf.shape(indices)[0]), seed=tf.stack([seed * 65_537 + epoch, number]),
+                    maxval=2 * AUGMENT_SHIFT + 1, dtype=tf.int32,
+                )
+                images = _shift(images, offsets)
+            return images, tf.gather(y, indices)
+
+        return tf.data.Dataset.range(first, last).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Batches in one pass over the training split."""
+        return -(-len(self.x_train) // batch_size)
+
+    def scoring(self, batch_size: int, batches: int, seed: int):
+        """A fixed sample of `batches` training batches for a criterion to score on:
+        the same batches every time it is iterated."""
+        return self.epochs(batch_size, seed, 0, 1).take(batches)
+
     def validation(self, batch_size: int = 256):
         """Validation batches, in order."""
         return _pipeline(self.x_val, self.y_val, batch_size)
@@ -150,6 +191,23 @@ class Dataset:
     def test(self, batch_size: int = 256):
         """Test batches, in order. Only for reporting."""
         return _pipeline(self.x_test, self.y_test, batch_size)
+
+
+def _scale(x: np.ndarray) -> np.float32:
+    """What pixel values are multiplied by: 1/255 for uint8 images, 1 for floats."""
+    return np.float32(1.0 / PIXEL_SCALE) if x.dtype == np.uint8 else np.float32(1.0)
+
+
+def _shift(images, offsets):
+    """Shifts each image of a batch (B, H, W, C) by (offsets[0] - S, offsets[1] - S) pixels,
+    S = `AUGMENT_SHIFT`, filling with zeros. `offsets`: int32 (2, B) in [0, 2S]."""
+    import tensorflow as tf
+
+    height, width = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [AUGMENT_SHIFT, AUGMENT_SHIFT], [AUGMENT_SHIFT, AUGMENT_SHIFT], [0, 0]])
+    rows = offsets[0][:, None] + tf.range(height)[None, :]
+    columns = offsets[1][:, None] + tf.range(width)[None, :]
+    return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), columns, axis=2, batch_dims=1)
 
 
 def _pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed=None, augment=False):
@@ -160,20 +218,16 @@ def _pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = Fal
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    if augment:
-        height, width, _ = x.shape[1:]
-        pad = [[AUGMENT_SHIFT, AUGMENT_SHIFT], [AUGMENT_SHIFT, AUGMENT_SHIFT], [0, 0]]
+    scale = _scale(x)
 
-        def shift(image, label):
-            return tf.image.random_crop(tf.pad(image, pad), (height, width, x.shape[3]), seed=seed), label
+    def load(images, labels):
+        images = tf.cast(images, tf.float32) * scale
+        if augment:
+            offsets = tf.random.uniform((2, tf.shape(images)[0]), maxval=2 * AUGMENT_SHIFT + 1, dtype=tf.int32, seed=seed)
+            images = _shift(images, offsets)
+        return images, labels
 
-        ds = ds.map(shift, num_parallel_calls=tf.data.AUTOTUNE)
-    scale = np.float32(1.0 / PIXEL_SCALE) if x.dtype == np.uint8 else np.float32(1.0)
-    ds = ds.batch(batch_size).map(
-        lambda images, labels: (tf.cast(images, tf.float32) * scale, labels),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def _split_validation(name: str, x: np.ndarray, y: np.ndarray, x_test, y_test) -> Dataset:

@@ -14,6 +14,8 @@ retraining the same callback runs every step back to back, without `fit`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -21,6 +23,7 @@ import keras
 
 from keras_prune.api import find_layers, prunable
 from keras_prune.callbacks import IterativePruning, StepResult
+from keras_prune.checkpoint import Checkpoint, RunCheckpoint, load_checkpoint_model, read_checkpoint
 from keras_prune.criteria import get_criterion
 from keras_prune.data import Dataset
 from keras_prune.errors import InputError
@@ -64,6 +67,9 @@ class RunSettings:
         acc_tradeoff: the accuracy guard, in percentage points of validation
             accuracy (see `keras_prune.callbacks.IterativePruning`); None: off.
         log_test: also measure the test split after each step (reported only).
+        checkpoint_dir: write a checkpoint there after every step that closes
+            (`keras_prune.checkpoint`); None: no checkpoints.
+        resume: continue from the checkpoint in `checkpoint_dir`.
     """
 
     criterion: str = "magnitude"
@@ -86,6 +92,8 @@ class RunSettings:
     schedule: str = "linear"
     acc_tradeoff: float | None = None
     log_test: bool = False
+    checkpoint_dir: str | None = None
+    resume: bool = False
 
     def __post_init__(self):
         if int(self.iterations) != self.iterations or self.iterations < 1:
@@ -103,6 +111,10 @@ class RunSettings:
             raise InputError("the cubic schedule prunes during retraining: give --retrain and --epochs >= 1")
         if self.schedule == "cubic" and self.reload:
             raise InputError("--reload works with the linear schedule only")
+        if self.resume and self.checkpoint_dir is None:
+            raise InputError("resuming needs the checkpoint folder (--checkpoint-dir)")
+        if self.checkpoint_dir is not None and (self.reload or self.schedule != "linear"):
+            raise InputError("checkpoints and --resume work with the linear schedule without --reload")
         if self.acc_tradeoff is not None and not self.acc_tradeoff >= 0:
             raise InputError(f"the accuracy trade-off must be >= 0 percentage points, got {self.acc_tradeoff}")
 
@@ -158,15 +170,16 @@ def run_pruning(
     if settings.progress:
         criterion.verbose = True
     find_layers(model, plan.layers)  # validate selectors before any work
-    score_data = (
-        data.train(settings.batch_size, shuffle=True, seed=settings.seed).take(settings.score_batches)
-        if criterion.needs_data
-        else None
-    )
+    score_data = data.scoring(settings.batch_size, settings.score_batches, settings.seed) if criterion.needs_data else None
     strategy = strategy or tf.distribute.get_strategy()
+    run_options = _run_options(plan, settings)
+    checkpoint = _checkpoint_to_resume(settings, run_options, strategy)
     with strategy.scope():
-        wrapped = prunable(model, plan.layers)
-        compile_classifier(wrapped, settings.lr, settings.momentum)
+        if checkpoint is None:
+            wrapped = prunable(model, plan.layers)
+            compile_classifier(wrapped, settings.lr, settings.momentum)
+        else:
+            wrapped = load_checkpoint_model(checkpoint)
     retraining = settings.retrain and settings.epochs > 0
     pruning = IterativePruning(
         dict(plan.items()),
@@ -190,17 +203,60 @@ def run_pruning(
         pruning.prune_without_training(wrapped)
         return wrapped, pruning.results
     epochs = settings.iterations * settings.epochs if settings.schedule == "cubic" else pruning.planned_epochs
-    batches = data.train(settings.batch_size, shuffle=True, seed=settings.seed, augment=settings.augment)
+    first = 0
+    if checkpoint is not None:
+        pruning.resume_from(checkpoint.pruning)
+        first = checkpoint.epoch
+        for record in checkpoint.pruning["results"]:  # report (and log) the steps done before
+            if on_step is not None:
+                on_step(StepResult.from_dict(record))
     # The progress bar first, so each epoch's line prints before the step it closes.
     every = [keras.callbacks.ProgbarLogger(), pruning, *callbacks]
+    if settings.checkpoint_dir is not None:
+        every.append(RunCheckpoint(settings.checkpoint_dir, pruning, run_options))
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        _fit_multi_worker(wrapped, batches, epochs, every, strategy)
+        _fit_multi_worker(wrapped, data, settings, epochs, every, strategy)
     else:
-        wrapped.fit(batches, epochs=epochs, shuffle=False, verbose=fit_verbosity(), callbacks=every)
+        wrapped.fit(
+            data.epochs(settings.batch_size, settings.seed, first, epochs, augment=settings.augment),
+            epochs=epochs,
+            initial_epoch=first,
+            steps_per_epoch=data.steps_per_epoch(settings.batch_size),
+            shuffle=False,
+            verbose=fit_verbosity(),
+            callbacks=every,
+        )
     return wrapped, pruning.results
 
 
-def _fit_multi_worker(model: keras.Model, batches, epochs: int, callbacks: list, strategy) -> None:
+def _run_options(plan: Plan, settings: RunSettings) -> dict[str, Any]:
+    """The options a checkpoint must match to be resumed: all but where it lives."""
+    options = dataclasses.asdict(settings)
+    for key in ("checkpoint_dir", "resume", "progress"):
+        options.pop(key)
+    options["criterion_options"] = dict(options["criterion_options"])
+    return json.loads(json.dumps({"layers": list(plan.layers), "fractions": list(plan.fractions), **options}))
+
+
+def _checkpoint_to_resume(settings: RunSettings, run_options: dict[str, Any], strategy) -> Checkpoint | None:
+    """The checkpoint to continue from, checked against this run's options; None if not resuming."""
+    import tensorflow as tf
+
+    if not settings.resume:
+        return None
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise InputError("--resume does not work with --multi-worker")
+    checkpoint = read_checkpoint(settings.checkpoint_dir)
+    if checkpoint.run != run_options:
+        differing = sorted(k for k in {**run_options, **checkpoint.run} if run_options.get(k) != checkpoint.run.get(k))
+        raise InputError(
+            f"the checkpoint in {settings.checkpoint_dir} is of a run with other options "
+            f"({', '.join(differing)}); give the same options to resume it"
+        )
+    return checkpoint
+
+
+def _fit_multi_worker(model: keras.Model, data: Dataset, settings: RunSettings, epochs: int, callbacks: list, strategy) -> None:
     """`model.fit` for MultiWorkerMirroredStrategy, which Keras 3's own `fit` does not
     support (keras-team/keras#20585: its symbolic build fails on the distributed batch).
 
@@ -232,6 +288,7 @@ def _fit_multi_worker(model: keras.Model, batches, epochs: int, callbacks: list,
     for epoch in range(epochs):
         hooks.on_epoch_begin(epoch)
         total, count = 0.0, 0
+        batches = data.epochs(settings.batch_size, settings.seed, epoch, epoch + 1, augment=settings.augment)
         for index, batch in enumerate(strategy.experimental_distribute_dataset(batches)):
             hooks.on_train_batch_begin(index)
             loss = float(train_step(batch))

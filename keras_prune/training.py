@@ -113,9 +113,9 @@ def train(
         epochs: passes over the training split.
         lr, momentum: SGD settings.
         batch_size: images per step.
-        seed: shuffling seed.
+        seed: shuffling seed (each epoch's order depends on it and the epoch only).
         cosine: decay the learning rate to 0 over the run (cosine).
-        augment: shift training images by up to 2 pixels (see `Dataset.train`).
+        augment: shift training images by up to 2 pixels (see `Dataset.epochs`).
         verbose: Keras verbosity; by default a progress bar on a terminal.
 
     Returns:
@@ -123,12 +123,13 @@ def train(
     """
     epochs = check_epochs(epochs)
     check_input_shape(model, dataset)
-    steps = -(-len(dataset.x_train) // batch_size)
+    steps = dataset.steps_per_epoch(batch_size)
     compile_classifier(model, lr, momentum, decay_steps=steps * epochs if cosine and epochs else None)
     return model.fit(
-        dataset.train(batch_size, shuffle=True, seed=seed, augment=augment),
+        dataset.epochs(batch_size, seed or 0, 0, epochs, augment=augment),
         validation_data=dataset.validation(),
         epochs=epochs,
+        steps_per_epoch=steps,
         shuffle=False,  # the pipeline shuffles
         verbose=fit_verbosity() if verbose is None else verbose,
     )

@@ -6,6 +6,7 @@ commands run with `keras-prune run` in place of `qlua main.lua`.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
@@ -174,8 +175,16 @@ class _PrunerChoice(click.Choice):
 @seed_option
 @data_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Where to save the pruned model (.keras). Default: <model>_pruned.keras here.")
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --retrain: save model, masks, optimizer and schedule state here after "
+    "every step (default: <out>.checkpoint); removed once the pruned model is saved.",
+)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint (give the same options).")
 @click.option("--unsafe", is_flag=True, help="Allow models that contain code (Lambda layers).")
-def run(model_path, layers, fraction, config, pruner, scope, normalization, probes, hessian, gate_penalty, gate_epochs, emp_budget, retrain, epochs, iterations, reload, schedule, acc_tradeoff, gpu, cuda, cpu, multi_worker, log_dir, job_id, log_test, tensorboard, test_only, lr, momentum, augment, granularity, unit_norm, score_batches, batch_size, seed, data_dir, dataset, out, unsafe):
+def run(model_path, layers, fraction, config, pruner, scope, normalization, probes, hessian, gate_penalty, gate_epochs, emp_budget, retrain, epochs, iterations, reload, schedule, acc_tradeoff, gpu, cuda, cpu, multi_worker, log_dir, job_id, log_test, tensorboard, test_only, lr, momentum, augment, granularity, unit_norm, score_batches, batch_size, seed, data_dir, dataset, out, checkpoint_dir, resume, unsafe):
     """Prune layers of a trained model, optionally retraining, then report and save.
 
     \b
@@ -190,6 +199,8 @@ def run(model_path, layers, fraction, config, pruner, scope, normalization, prob
     options = dict(click.get_current_context().params)
     # Devices first: they must be chosen before anything creates a tensor.
     devices = select_devices(gpus="0" if cuda and gpu is None else gpu, cpu=cpu, multi_worker=multi_worker)
+    from keras_prune.checkpoint import CHECKPOINT_FILE
+    from keras_prune.errors import InputError
     from keras_prune.experiment import RunSettings, run_pruning
     from keras_prune.report import sparsity_report
     from keras_prune.resources import PRETRAINED_MODEL
@@ -206,6 +217,14 @@ def run(model_path, layers, fraction, config, pruner, scope, normalization, prob
     model_path = model_path or PRETRAINED_MODEL
     out = out or Path(f"{model_path.stem}_pruned.keras")
     plan, source = _resolve_plan(layers, fraction, config, model_path)
+    checkpoints = retrain and epochs > 0 and not reload and schedule == "linear" and not multi_worker
+    if checkpoints:
+        checkpoint_dir = checkpoint_dir or out.with_name(out.name + ".checkpoint")
+    elif resume or checkpoint_dir is not None:
+        raise InputError(
+            "checkpoints are written when retraining with the linear schedule, without "
+            "--reload or --multi-worker; --checkpoint-dir and --resume need such a run"
+        )
     settings = RunSettings(
         criterion=pruner,
         iterations=iterations,
@@ -227,7 +246,14 @@ def run(model_path, layers, fraction, config, pruner, scope, normalization, prob
         schedule=schedule,
         acc_tradeoff=acc_tradeoff,
         log_test=log_test,
+        checkpoint_dir=str(checkpoint_dir) if checkpoints else None,
+        resume=resume,
     )
+    if checkpoints and not resume and (checkpoint_dir / CHECKPOINT_FILE).exists():
+        raise InputError(
+            f"{checkpoint_dir} holds the checkpoint of an interrupted run: add --resume to "
+            "continue it, or remove the folder to start again"
+        )
     model = load_model(model_path, safe_mode=not unsafe)
     data = load_data(data_dir, dataset)
     seed_everything(seed)
@@ -242,6 +268,8 @@ def run(model_path, layers, fraction, config, pruner, scope, normalization, prob
         + (f", {schedule} schedule" if schedule != "linear" else "")
         + (f", accuracy guard {acc_tradeoff:g} points" if acc_tradeoff is not None else "")
     )
+    if checkpoints:
+        click.echo(f"{'Resuming from' if resume else 'Checkpoints in'} {checkpoint_dir}")
     listeners = [_StepPrinter()]
     callbacks = []
     if log_dir is not None and devices.chief:
@@ -276,3 +304,5 @@ def run(model_path, layers, fraction, config, pruner, scope, normalization, prob
         return
     save_model(pruned, out)
     click.echo(f"Saved pruned model to {out}")
+    if checkpoints:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
