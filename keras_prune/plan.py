@@ -14,6 +14,7 @@ from pathlib import Path
 
 from keras_prune.errors import InputError
 from keras_prune.selection import check_fraction
+from keras_prune.storage import read_text
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,7 @@ def read_conf(path: str | Path) -> Plan:
         InputError: a missing or unreadable file, or anything but two matching lines.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"conf file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read conf file {path}: {exc}") from None
+    text = read_text(path, "conf file")
     lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if len(lines) != 2:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keras_prune.errors import InputError
-from keras_prune.storage import atomic_path
+from keras_prune.storage import atomic_path, read_text
 
 METRICS = ("error", "accuracy")
 """What the y-axis can show: error or accuracy, in percent."""
@@ -51,12 +51,7 @@ def read_log(path: str | Path) -> tuple[list[LogCurve], str]:
             an error column.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"log file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read log file {path}: {exc}") from None
+    text = read_text(path, "log file")
     rows = list(csv.DictReader(text.splitlines()))
     columns = rows[0].keys() if rows else []
     error_column = next((c for c in ("TestError", "ValError") if c in columns), None)

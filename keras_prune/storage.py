@@ -57,6 +57,21 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def read_text(path: str | Path, what: str) -> str:
+    """The text of a file the user named, with a one-line error naming `what` it is.
+
+    Raises:
+        InputError: the file is missing, unreadable, or not UTF-8 text.
+    """
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} {path}: {exc}") from None
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Writes `text` to `path` atomically."""
     with atomic_path(path) as tmp:
