@@ -23,7 +23,7 @@ import keras
 
 from keras_prune.callbacks import IterativePruning
 from keras_prune.errors import InputError, ModelError
-from keras_prune.storage import atomic_write_text, save_model
+from keras_prune.storage import atomic_write_text, make_folder, save_model
 
 CHECKPOINT_FILE = "checkpoint.json"
 
@@ -58,13 +58,9 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, folder: str | Path, pruning: IterativePruning, run: Mapping[str, Any]):
         super().__init__()
-        self.folder = Path(folder)
+        self.folder = make_folder(folder, "checkpoint folder")
         self.pruning = pruning
         self.run = dict(run)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create checkpoint folder {self.folder}: {exc.strerror or exc}") from None
         self._saved_results = None
 
     def on_train_begin(self, logs=None):

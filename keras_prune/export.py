@@ -36,7 +36,7 @@ import numpy as np
 from keras_prune.api import strip, walk_layers, wrapped_layers
 from keras_prune.errors import InputError, ModelError
 from keras_prune.sparse_encoding import encode_bitmask, encode_relative_index
-from keras_prune.storage import atomic_path, load_model, save_model
+from keras_prune.storage import atomic_path, load_model, make_folder, save_model
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "images"
@@ -117,16 +117,6 @@ def check_quantization(quantization: str) -> str:
             f"{', '.join(QUANTIZATIONS)}"
         )
     return quantization
-
-
-def _make_folder(folder: Path) -> Path:
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"cannot write into {folder}: it is a file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
-    return folder
 
 
 @contextmanager
@@ -236,7 +226,7 @@ def export_savedmodel(
     version = check_version(version)
     model = plain_model(_load(model))
     name = check_name(name or model.name)
-    model_folder = _make_folder(Path(base_dir) / name)
+    model_folder = make_folder(Path(base_dir) / name)
     destination = model_folder / str(version)
     with _atomic_folder(destination) as tmp:
         _write_savedmodel(model, tmp)
@@ -384,7 +374,7 @@ def export_model(
     check_quantization(quantization)
     model = plain_model(_load(model))
     name = check_name(name or model.name)
-    out_dir = _make_folder(Path(out_dir))
+    out_dir = make_folder(Path(out_dir))
     written: dict[str, Path] = {}
     for fmt in dict.fromkeys(formats):
         if fmt == "savedmodel":

@@ -34,7 +34,7 @@ import numpy as np
 
 from keras_prune.callbacks import StepResult
 from keras_prune.errors import InputError
-from keras_prune.storage import atomic_write_text
+from keras_prune.storage import atomic_write_text, make_folder
 
 CSV_COLUMNS = ("Step", "Layer", "Fraction", "ValLoss", "ValAccuracy", "Seconds", "Outcome")
 """The CSV columns after the original's three."""
@@ -76,11 +76,7 @@ class RunLog:
     ):
         if not job_id or any(c in job_id for c in "/\\") or job_id in (".", ".."):
             raise InputError(f"job id must be a plain file name prefix, got '{job_id}'")
-        self.log_dir = Path(log_dir)
-        try:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create log folder {self.log_dir}: {exc.strerror or exc}") from None
+        self.log_dir = make_folder(log_dir, "log folder")
         self.job_id = job_id
         self.test_error = test_error
         self.csv_path = self.log_dir / f"{job_id}.csv"

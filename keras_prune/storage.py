@@ -57,6 +57,22 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def make_folder(folder: str | Path, what: str = "folder") -> Path:
+    """Creates `folder` (and its parents) if missing; a one-line error if it cannot be.
+
+    Raises:
+        InputError: a file is in the way, or the folder cannot be created.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"cannot write into {folder}: it is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {what} {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
 def read_text(path: str | Path, what: str) -> str:
     """The text of a file the user named, with a one-line error naming `what` it is.
 
