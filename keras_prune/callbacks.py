@@ -339,7 +339,18 @@ class IterativePruning(keras.callbacks.Callback):
                 self._start(*self._advance())
 
     def on_epoch_end(self, epoch, logs=None):
-        """Epoch-timed schedules: closes the open event after `epochs_per_step` epochs."""
+        """Epoch-timed schedules: closes the open event after `epochs_per_step` epochs.
+
+        A NaN or Inf epoch loss marks the open event as diverged (it is reverted when
+        it closes); with no event open, it stops training. Checked per epoch, not per
+        batch: a batch hook would stop Keras from dispatching batches asynchronously.
+        """
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            if self._open is None:
+                self.model.stop_training = True
+            else:
+                self._open.diverged = True
         if self.schedule.timing != "epoch" or self._open is None:
             return
         self._open.epochs += 1
@@ -360,19 +371,6 @@ class IterativePruning(keras.callbacks.Callback):
             upcoming = self._peek()
             if upcoming is not None:
                 self._start(*self._advance())
-
-    def on_train_batch_end(self, batch, logs=None):
-        """A NaN or Inf loss: restores the state before the open event's pruning at once
-        (the event is reported as reverted when it closes); outside an event, stops
-        training."""
-        loss = (logs or {}).get("loss")
-        if loss is None or np.isfinite(float(loss)):
-            return
-        if self._open is None:
-            self.model.stop_training = True
-        elif not self._open.diverged:
-            restore(self._state_variables(), self._open.saved)
-            self._open.diverged = True
 
     def on_train_end(self, logs=None):
         """Closes the open event, if any."""
