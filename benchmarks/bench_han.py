@@ -42,8 +42,7 @@ import math
 import os
 import platform
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -58,6 +57,7 @@ from keras_prune.criteria import available_criteria  # noqa: E402
 from keras_prune.data import Dataset, load_dataset  # noqa: E402
 from keras_prune.models import lenet5_caffe, lenet_300_100  # noqa: E402
 from keras_prune.training import evaluate  # noqa: E402
+from timing import Clock  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BATCH_SIZE = 128
@@ -96,18 +96,6 @@ NETS = {
         paper=(0.80, 0.77),
     ),
 }
-
-
-@dataclass
-class Clock:
-    """CPU (all threads of this process) and wall seconds since it was started."""
-
-    cpu: float = field(default_factory=time.process_time)
-    wall: float = field(default_factory=time.perf_counter)
-
-    def elapsed(self) -> tuple[float, float]:
-        """(CPU seconds, wall seconds) so far."""
-        return time.process_time() - self.cpu, time.perf_counter() - self.wall
 
 
 @dataclass

@@ -32,8 +32,7 @@ import datetime
 import os
 import platform
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -44,6 +43,7 @@ import tensorflow as tf  # noqa: E402
 import keras_prune as kp  # noqa: E402
 from keras_prune.data import Dataset, load_dataset  # noqa: E402
 from keras_prune.training import evaluate, train  # noqa: E402
+from timing import Clock  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 DENSE = ROOT / "saved_models" / "lenet5.keras"
@@ -54,18 +54,6 @@ LR = 0.01
 PLANS = ("scale", "fc1", "global")
 FC1_FRACTIONS = (0.97, 0.98, 0.99, 0.995)
 GLOBAL_TARGETS = (20, 28, 40, 56, 80)
-
-
-@dataclass
-class Clock:
-    """CPU (all threads of this process) and wall seconds since it was started."""
-
-    cpu: float = field(default_factory=time.process_time)
-    wall: float = field(default_factory=time.perf_counter)
-
-    def elapsed(self) -> tuple[float, float]:
-        """(CPU seconds, wall seconds) so far."""
-        return time.process_time() - self.cpu, time.perf_counter() - self.wall
 
 
 @dataclass
