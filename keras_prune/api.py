@@ -123,21 +123,23 @@ def wrapped_layers(model: keras.Model) -> list[PruneWrapper]:
     return [layer for _, layer in walk_layers(model) if isinstance(layer, PruneWrapper)]
 
 
-def _copy_layer(layer: keras.layers.Layer, wrap: bool) -> keras.layers.Layer:
-    """A new layer with `layer`'s config and weights, wrapped if asked."""
+def _copy_layer(layer: keras.layers.Layer, wrap: bool, gated: bool = False) -> keras.layers.Layer:
+    """A new layer with `layer`'s config and weights, wrapped (gated or not) if asked."""
     new = layer.__class__.from_config(layer.get_config())
     build_config = layer.get_build_config()
     if build_config is not None:
         new.build_from_config(build_config)
         new.set_weights(layer.get_weights())
     if wrap:
-        new = PruneWrapper(new)
+        new = PruneWrapper(new, gated=gated)
         if build_config is not None:
             new.build_from_config(build_config)
     return new
 
 
-def prunable(model: keras.Model, layers: Sequence[Selector] | None = None) -> keras.Model:
+def prunable(
+    model: keras.Model, layers: Sequence[Selector] | None = None, gated: bool = False
+) -> keras.Model:
     """A copy of `model` whose chosen layers are wrapped in `PruneWrapper`.
 
     The copy has the same weights (and the masks of layers that were already
@@ -149,6 +151,8 @@ def prunable(model: keras.Model, layers: Sequence[Selector] | None = None) -> ke
         layers: selectors (1-based indices or names) of the layers to wrap; a
             selector naming a nested model wraps every prunable layer inside it.
             None wraps every layer that has prunable weights.
+        gated: give the new wrappers gates as well as masks (see `PruneWrapper`);
+            layers that were already wrapped keep what they had.
 
     Returns:
         The new model, same class, with the wrappers.
@@ -175,14 +179,15 @@ def prunable(model: keras.Model, layers: Sequence[Selector] | None = None) -> ke
     def clone(layer):
         chosen = targets is None or id(layer) in targets
         wrap = chosen and not isinstance(layer, PruneWrapper) and bool(prunable_variables(layer))
-        return _copy_layer(layer, wrap)
+        return _copy_layer(layer, wrap, gated)
 
     return keras.models.clone_model(model, clone_function=clone, recursive=True)
 
 
 def strip(model: keras.Model) -> keras.Model:
     """A plain Keras model with no keras_prune classes: each wrapper replaced by its
-    inner layer, holding ``w * mask * gate`` (pruned weights exactly 0.0).
+    inner layer, holding ``w * mask`` (times the gate, if gated; pruned weights
+    exactly 0.0).
 
     The result computes the same outputs as `model`.
     """

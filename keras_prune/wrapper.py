@@ -5,16 +5,36 @@ trainable weight of rank >= 2: the kernels of Dense and convolution layers, both
 kernels of SeparableConv2D, an Embedding's table; never a bias or a normalisation
 scale) it owns
 
-- a ``mask`` (non-trainable, 1 = kept, 0 = pruned) and
-- a ``gate`` (fixed at 1 unless a gate criterion is learning it).
+- a ``mask`` (non-trainable, 1 = kept, 0 = pruned), and,
+- in a wrapper built with ``gated=True``, a ``gate`` (non-trainable, 1 unless set).
 
-The inner layer computes with ``w * mask * gate`` in place of ``w``: the substitution
-is done with `keras.StatelessScope`, which works for any layer type, inside
-`fit` and under `tf.function`, and passes gradients through. Gradients that reach
-pruned weights are therefore exactly zero. Pruned weights are also zero *in the
-variable*: `set_mask` zeroes them at once, and a constraint re-applies the mask after
-every optimizer step (Keras optimizers apply variable constraints after each update,
-so momentum, Adam moments or weight decay cannot revive a pruned weight).
+The pruned weights are zero *in the variable*, always: `set_mask` zeroes them at
+once, and a constraint re-applies the mask after every optimizer step (Keras
+optimizers apply variable constraints after each update, so momentum, Adam moments,
+weight decay or any other update rule cannot revive a pruned weight). Because the
+variable already equals ``w * mask``, the forward pass runs the inner layer on its own
+variables: no extra operation per step, so the wrapper's training cost is one
+elementwise pass per prunable variable per step (the constraint) -- see
+docs/benchmarks.md, section 3.
+
+A gated wrapper computes with ``w * gate`` in place of ``w`` (substituted through
+`keras.StatelessScope`, which works for any layer type, inside `fit` and under
+`tf.function`, and passes gradients through). That costs a multiply per weight in
+both passes, so gates are opt-in: `keras_prune.strip` bakes them into the weights; the
+gate criteria (l1, l2) learn their gates in variables of their own and need no gated
+wrapper.
+
+What the gradient of a pruned weight is: the loss does depend on a pruned weight's
+variable (the layer computes with it; it is zero), so `tf.GradientTape` reports a
+gradient for it; the optimizer's update of it is undone by the constraint in the same
+step. Kept weights receive exactly the gradients of the sparse network. The one place
+the difference shows is gradient clipping by norm (``clipnorm``, ``global_clipnorm``),
+whose norm includes the pruned positions, as in the TensorFlow Model Optimization
+Toolkit.
+
+Anything that assigns a pruned variable directly (``variable.assign``,
+``model.set_weights`` with other weights, a hand-written update rule without a Keras
+optimizer) must re-apply the masks afterwards: ``layer.set_mask(layer.mask_arrays())``.
 """
 
 from __future__ import annotations
@@ -61,7 +81,7 @@ def prunable_variables(layer: keras.layers.Layer) -> list[keras.Variable]:
 
 @keras.saving.register_keras_serializable(package="keras_prune")
 class PruneWrapper(keras.layers.Wrapper):
-    """Holds a mask and a gate for each prunable variable of the wrapped layer.
+    """Holds a mask (and, if gated, a gate) for each prunable variable of the wrapped layer.
 
     The wrapper takes the inner layer's name, so a model reads the same before and
     after wrapping (`model.get_layer("fc1")` finds the wrapper).
@@ -69,6 +89,8 @@ class PruneWrapper(keras.layers.Wrapper):
     Args:
         layer: the layer to wrap. It must have at least one prunable variable once
             built (see `prunable_variables`).
+        gated: also hold a gate per prunable weight and compute with ``w * gate``.
+            Costs a multiply per weight in both passes of every step; off by default.
         **kwargs: passed to `keras.layers.Layer`.
 
     Example:
@@ -82,9 +104,10 @@ class PruneWrapper(keras.layers.Wrapper):
     ```
     """
 
-    def __init__(self, layer: keras.layers.Layer, **kwargs):
+    def __init__(self, layer: keras.layers.Layer, gated: bool = False, **kwargs):
         kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
+        self.gated = bool(gated)
         self.masks: list[keras.Variable] = []
         self.gates: list[keras.Variable] = []
         self._targets: list[keras.Variable] = []
@@ -107,17 +130,27 @@ class PruneWrapper(keras.layers.Wrapper):
                 trainable=False,
                 dtype=var.dtype,
             )
-            gate = self.add_weight(
-                name=f"{short}_gate",
-                shape=var.shape,
-                initializer="ones",
-                trainable=False,
-                dtype=var.dtype,
-            )
             var.constraint = MaskConstraint(mask, var.constraint)
             self.masks.append(mask)
-            self.gates.append(gate)
+            if self.gated:
+                gate = self.add_weight(
+                    name=f"{short}_gate",
+                    shape=var.shape,
+                    initializer="ones",
+                    trainable=False,
+                    dtype=var.dtype,
+                )
+                self.gates.append(gate)
         self.built = True
+
+    def get_config(self):
+        return {**super().get_config(), "gated": self.gated}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Files written before ``gated`` existed always held gates.
+        config = {**config, "gated": config.get("gated", True)}
+        return super().from_config(config, custom_objects)
 
     @property
     def pruned_variables(self) -> list[keras.Variable]:
@@ -125,10 +158,9 @@ class PruneWrapper(keras.layers.Wrapper):
         return list(self._targets)
 
     def call(self, inputs, *args, **kwargs):
-        mapping = [
-            (var, var.value * mask.value * gate.value)
-            for var, mask, gate in zip(self._targets, self.masks, self.gates)
-        ]
+        if not self.gated:
+            return self.layer(inputs, *args, **kwargs)
+        mapping = [(var, var.value * gate.value) for var, gate in zip(self._targets, self.gates)]
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
             outputs = self.layer(inputs, *args, **kwargs)
         for loss in scope.losses:
@@ -171,11 +203,16 @@ class PruneWrapper(keras.layers.Wrapper):
         return [keras.ops.convert_to_numpy(m) for m in self.masks]
 
     def effective_weights(self) -> list[np.ndarray]:
-        """``w * mask * gate`` for each prunable variable: what the forward pass uses."""
-        return [
-            keras.ops.convert_to_numpy(v.value * m.value * g.value)
-            for v, m, g in zip(self._targets, self.masks, self.gates)
-        ]
+        """``w * mask`` (times the gate, if gated) for each prunable variable: what
+        the forward pass uses."""
+        weights = [np.array(keras.ops.convert_to_numpy(v.value)) for v in self._targets]
+        if self.gated:
+            weights = [w * keras.ops.convert_to_numpy(g.value) for w, g in zip(weights, self.gates)]
+        for w, mask in zip(weights, self.mask_arrays()):
+            # +0.0: the constraint's multiply leaves -0.0 where a pruned weight's update
+            # was negative, and a run of +0.0 compresses far better.
+            w[mask == 0] = 0.0
+        return weights
 
     def weight_count(self) -> int:
         """Number of prunable weights in the layer."""

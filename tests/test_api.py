@@ -161,7 +161,7 @@ def test_strip_gives_a_plain_model_with_identical_outputs_and_baked_zeros(model,
 
 
 def test_strip_bakes_gates_into_weights(model, images):
-    wrapped = kp.prunable(model, layers=["fc3"])
+    wrapped = kp.prunable(model, layers=["fc3"], gated=True)
     layer = wrapped.get_layer("fc3")
     layer.gates[0].assign(np.full(layer.gates[0].shape, 0.5, "float32"))
     plain = kp.strip(wrapped)

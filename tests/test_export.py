@@ -287,7 +287,7 @@ def test_shipped_serving_export_is_the_shipped_pruned_lenet5(images):
 def test_wrapped_model_saved_mid_training_resumes_with_masks_gates_and_optimizer(
     trained_lenet5, small_data, tmp_path
 ):
-    model = kp.prunable(kp.load_model(trained_lenet5))
+    model = kp.prunable(kp.load_model(trained_lenet5), gated=True)
     kp.prune(model, FRACTIONS)
     fc2 = model.get_layer("fc2")
     gates = np.random.default_rng(0).uniform(0.5, 1.5, fc2.gates[0].shape).astype("float32")

@@ -1,12 +1,15 @@
-"""The mechanism's invariants: pruned weights get zero gradient and stay exactly zero."""
+"""The mechanism's invariants: pruned weights stay exactly zero, kept weights train as the sparse network."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras
+import keras_prune as kp
 from keras_prune import PruneWrapper
 
 
@@ -51,17 +54,79 @@ def test_pruned_weights_stay_exactly_zero_after_optimizer_steps(optimizer):
     assert np.count_nonzero(kernel[mask == 1]) == int(mask.sum())  # the rest still learn
 
 
-def test_gradients_reaching_pruned_weights_are_exactly_zero():
-    model = _regression_model("sgd")
-    wrapper = model.get_layer("fc1")
-    mask = _half_mask(wrapper.layer.kernel.shape, seed=3)
-    wrapper.set_mask([mask])
-    x = tf.random.normal((16, 6))
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(model(x) ** 2)
-    grad = tape.gradient(loss, wrapper.layer.kernel).numpy()
-    assert np.all(grad[mask == 0] == 0.0)
-    assert np.count_nonzero(grad[mask == 1]) > 0
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_kept_weights_train_exactly_as_the_sparse_network(momentum):
+    """Oracle: a hand-written SGD loop whose forward pass multiplies by the mask."""
+    model = _regression_model(keras.optimizers.SGD(0.05, momentum=momentum))
+    masks = [_half_mask(model.get_layer(n).layer.kernel.shape, seed=s) for n, s in (("fc1", 3), ("fc2", 4))]
+    for name, mask in zip(("fc1", "fc2"), masks):
+        model.get_layer(name).set_mask([mask])
+    start = [v.numpy() for v in model.trainable_variables]  # k1, b1, k2, b2
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(64, 3)).astype("float32")
+
+    variables = [tf.Variable(v) for v in start]
+    velocity = [tf.Variable(tf.zeros_like(v)) for v in start]
+    kernel_masks = {0: masks[0], 2: masks[1]}
+    for _ in range(3):
+        for i in range(0, 64, 16):
+            with tf.GradientTape() as tape:
+                k1, b1, k2, b2 = (v * kernel_masks.get(j, 1.0) for j, v in enumerate(variables))
+                out = tf.tanh(x[i : i + 16] @ k1 + b1) @ k2 + b2
+                loss = tf.reduce_mean(tf.square(y[i : i + 16] - out))
+            for v, m, g in zip(variables, velocity, tape.gradient(loss, variables)):
+                m.assign(momentum * m - 0.05 * g)
+                v.assign_add(m)
+
+    model.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0)
+    for trained, expected in zip(model.trainable_variables, variables):
+        np.testing.assert_allclose(trained.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    for name, mask in zip(("fc1", "fc2"), masks):
+        assert np.all(model.get_layer(name).layer.kernel.numpy()[mask == 0] == 0.0)
+
+
+def _op_types(model, shape):
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32)
+    ).graph
+    return Counter(op.type for op in graph.get_operations())
+
+
+def test_the_forward_pass_of_a_wrapped_model_adds_no_operation():
+    keras.utils.set_random_seed(0)
+    plain = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(2)])
+    wrapped = kp.prunable(plain)
+    kp.prune(wrapped, {1: 0.5, 3: 0.5, 4: 0.5})
+    shape = (None, 8, 8, 1)
+    assert _op_types(wrapped, shape) == _op_types(plain, shape)
+    gated = kp.prunable(plain, gated=True)
+    assert _op_types(gated, shape)["Mul"] == _op_types(plain, shape)["Mul"] + 3  # w * gate
+
+
+def test_a_gated_wrapper_computes_with_its_gates_and_a_plain_one_has_none():
+    keras.utils.set_random_seed(0)
+    plain = PruneWrapper(keras.layers.Dense(3))
+    gated = PruneWrapper(keras.layers.Dense(3), gated=True)
+    x = np.random.default_rng(0).normal(size=(4, 2)).astype("float32")
+    plain(x), gated(x)
+    assert plain.gates == [] and len(gated.gates) == 1
+    gated.layer.set_weights(plain.layer.get_weights())
+    np.testing.assert_allclose(gated(x).numpy(), plain(x).numpy(), atol=1e-6)
+    gate = np.array([[0.5, 0.0, 2.0]] * 2, "float32")
+    gated.gates[0].assign(gate)
+    kernel, bias = plain.layer.get_weights()
+    np.testing.assert_allclose(gated(x).numpy(), x @ (kernel * gate) + bias, atol=1e-5)
+    np.testing.assert_allclose(gated.effective_weights()[0], kernel * gate)
+
+
+def test_files_written_before_gates_were_optional_load_as_gated():
+    wrapper = PruneWrapper(keras.layers.Dense(3), gated=False)
+    config = wrapper.get_config()
+    assert config["gated"] is False
+    assert PruneWrapper.from_config(config).gated is False
+    del config["gated"]
+    assert PruneWrapper.from_config(config).gated is True
 
 
 LAYERS = {
@@ -118,7 +183,7 @@ def test_a_layers_own_kernel_constraint_still_applies():
     assert np.all(kernel[mask == 0] == 0)
 
 
-def test_masks_and_gates_round_trip_through_keras_files_without_custom_objects(tmp_path):
+def test_masks_round_trip_through_keras_files_without_custom_objects(tmp_path):
     model = _regression_model(keras.optimizers.SGD(0.05, momentum=0.9))
     mask = _half_mask((6, 8), seed=7)
     model.get_layer("fc1").set_mask([mask])
@@ -144,3 +209,16 @@ def test_set_mask_rejects_wrong_shapes():
         wrapper.set_mask([np.ones((3, 2))])
     with pytest.raises(ValueError, match="1 prunable variables"):
         wrapper.set_mask([np.ones((2, 3)), np.ones((2, 3))])
+
+
+def test_stripped_weights_hold_positive_zeros_after_training():
+    # The constraint's multiply leaves -0.0 where a pruned weight's update was negative;
+    # exports must hold +0.0 (runs of which compress well).
+    model = _regression_model(keras.optimizers.SGD(0.05, momentum=0.9))
+    mask = _half_mask((6, 8), seed=9)
+    model.get_layer("fc1").set_mask([mask])
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    model.fit(x, np.ones((64, 3), "float32"), epochs=2, verbose=0)
+    assert np.all(model.get_layer("fc1").layer.kernel.numpy()[mask == 0] == 0.0)
+    kernel = kp.strip(model).get_layer("fc1").kernel.numpy()
+    assert not np.any(np.signbit(kernel[mask == 0]))

@@ -1,8 +1,7 @@
 """Gate criteria (l1, l2): learned per-weight gates rank the weights.
 
-Every prunable weight ``w`` is multiplied by a gate ``a`` that starts at 1 (the
-`PruneWrapper` computes with ``w * mask * gate``). The gates of the scored layers are
-trained, everything else held fixed, to minimise
+Every prunable weight ``w`` of the scored layers is multiplied by a gate ``a`` that
+starts at 1. The gates are trained, everything else held fixed, to minimise
 
     task loss + penalty * sum_k |a_k|      (l1, network slimming: Liu et al. 2017)
     task loss + penalty * sum_k a_k^2      (l2)
@@ -15,12 +14,13 @@ epochs they move by amounts that say little about weights of very different size
 ranking ``|a_k|`` alone left LeNet-5 at 41% validation error after the original's
 conf, ``|a_k * w_k|`` at 1.6% (magnitude alone: 4.3%; docs/criteria.md).
 
-How the model is left untouched: the gates are learned as separate variables that
-replace the wrapper's gate variables through a `keras.StatelessScope` while the
-model runs (``training=False``); no variable of the model is ever assigned. So after
-scoring, the model's gates are still exactly 1 and every other variable (weights,
-masks, batch-norm statistics, the model's optimizer state) is bit-identical: only the
-masks that selection then sets change the model.
+How the model is left untouched: the gates are separate variables of the criterion;
+while the model runs (``training=False``) each scored weight variable is replaced by
+``w * a`` through a `keras.StatelessScope`, and no variable of the model is ever
+assigned. So after scoring every variable of the model (weights, masks, a gated
+wrapper's own gates, batch-norm statistics, the model's optimizer state) is
+bit-identical: only the masks that selection then sets change the model. The gates
+need no gated wrapper; in a gated one they multiply its own gates.
 """
 
 from __future__ import annotations
@@ -32,7 +32,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_prune.criteria.base import Criterion, Scores, register_criterion
-from keras_prune.criteria.objective import TaskLoss, by_layer, check_model, fixed_batches, progress_bar
+from keras_prune.criteria.objective import (
+    TaskLoss,
+    by_layer,
+    check_model,
+    fixed_batches,
+    progress_bar,
+    scored_variables,
+)
 from keras_prune.errors import InputError
 from keras_prune.wrapper import PruneWrapper
 
@@ -110,10 +117,10 @@ class GateCriterion(Criterion):
         model = check_model(model, self.name)
         batches = fixed_batches(data, self.name)
         loss = TaskLoss(model)
-        model_gates = [gate for layer in layers for gate in layer.gates]
+        weights = scored_variables(layers)
         learned = [
-            keras.Variable(np.ones(gate.shape), dtype=gate.dtype, name=f"learned_{i}")
-            for i, gate in enumerate(model_gates)
+            keras.Variable(np.ones(w.shape), dtype=w.dtype, name=f"learned_{i}")
+            for i, w in enumerate(weights)
         ]
         optimizer = keras.optimizers.Adam(self.learning_rate)
         optimizer.build(learned)
@@ -122,7 +129,8 @@ class GateCriterion(Criterion):
         @tf.function
         def step(x, y):
             with tf.GradientTape() as tape:
-                with keras.StatelessScope(state_mapping=list(zip(model_gates, learned))):
+                gated = [(w, w.value * a.value) for w, a in zip(weights, learned)]
+                with keras.StatelessScope(state_mapping=gated):
                     outputs = model(x, training=False)
                 task = loss.mean(y, outputs)
                 value = task + tf.cast(penalty, task.dtype) * tf.cast(

@@ -104,6 +104,10 @@ def derivatives(
       (a gradient's cost), and never negative. Needs a sparse categorical
       cross-entropy loss.
 
+    At a pruned weight (held at zero) the gradient is the loss's slope along that
+    zero weight, and the Hutchinson diagonal is 0 (probes are drawn on kept weights
+    only); every score multiplies by the weight, so pruned weights score 0.
+
     Args:
         layers: the wrapped layers whose prunable variables are differentiated.
         model: the model, computing the loss (see `objective.TaskLoss`).
@@ -128,6 +132,7 @@ def derivatives(
     if hessian is not None:
         _check_hessian(hessian)
     variables = scored_variables(layers)
+    masks = [m for layer in layers for m in layer.masks]
     loss = TaskLoss(model)
     weights = [w for layer in layers for w in layer.effective_weights()]
     dtypes = [v.dtype for v in variables]
@@ -141,9 +146,12 @@ def derivatives(
 
     @tf.function(reduce_retracing=True)
     def hutchinson_step(x, y, seed_pair):
+        # Probes live on the kept weights only: a pruned weight is held at zero, so
+        # it is not a direction the Hessian may couple to the kept ones.
         probes_z = [
             _rademacher(v.shape, tf.random.experimental.stateless_fold_in(seed_pair, i), dt)
-            for i, (v, dt) in enumerate(zip(variables, dtypes))
+            * tf.cast(m, dt)
+            for i, (v, m, dt) in enumerate(zip(variables, masks, dtypes))
         ]
         with tf.autodiff.ForwardAccumulator([v.value for v in variables], probes_z) as acc:
             with tf.GradientTape() as tape:
