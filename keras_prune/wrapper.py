@@ -154,7 +154,7 @@ class PruneWrapper(keras.layers.Wrapper):
 
     @property
     def pruned_variables(self) -> list[keras.Variable]:
-        """The wrapped layer's prunable variables, aligned with `masks` and `gates`."""
+        """The wrapped layer's prunable variables, aligned with `masks` (and `gates`, if gated)."""
         return list(self._targets)
 
     def call(self, inputs, *args, **kwargs):
