@@ -51,13 +51,14 @@ import functools
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import keras
 import numpy as np
 
 from keras_prune.api import Selector, find_layers, layer_index, prune, wrapped_layers
 from keras_prune.criteria import Criterion, get_criterion
+from keras_prune.criteria.objective import SCORE_BATCHES, ScoringBatches, fixed_batches
 from keras_prune.devices import broadcast_first, is_distributed
 from keras_prune.errors import InputError
 from keras_prune.schedules import Linear, Schedule
@@ -187,7 +188,10 @@ class IterativePruning(keras.callbacks.Callback):
         schedule: when and how far to prune (`keras_prune.schedules`); default
             `Linear(1)`, one-shot.
         criterion: a registered criterion name or a `Criterion`.
-        data: training batches for criteria that need data (never the test split).
+        data: training data for criteria that need it (never the test split), in any
+            form `keras_prune.prune` takes; read once, at the start of training, so
+            every event scores on the same batches.
+        score_batches: the most batches of `data` read.
         epochs_per_step: retraining epochs after each event of an epoch-timed
             schedule; 0 prunes everything at `on_train_begin` without retraining.
         together: prune all layers in one event per step instead of one after the
@@ -229,7 +233,8 @@ class IterativePruning(keras.callbacks.Callback):
         fractions: Mapping[Selector, float],
         schedule: Schedule | None = None,
         criterion: str | Criterion = "magnitude",
-        data: Iterable | None = None,
+        data: Any = None,
+        score_batches: int = SCORE_BATCHES,
         epochs_per_step: int = 1,
         together: bool = False,
         scope: str = "layer",
@@ -268,6 +273,8 @@ class IterativePruning(keras.callbacks.Callback):
         if acc_tradeoff is not None and evaluate is None:
             raise InputError("the accuracy guard (acc_tradeoff) needs validation_data or evaluate")
         self.data = data
+        self.score_batches = score_batches
+        self._score_data: ScoringBatches | None = None
         self.epochs_per_step = int(epochs_per_step)
         self.together = together or scope == "global" or batch_timed
         self.prune_options = dict(scope=scope, normalization=normalization, granularity=granularity, unit_norm=unit_norm)
@@ -316,6 +323,8 @@ class IterativePruning(keras.callbacks.Callback):
                 raise InputError(f"layer '{layer.name}' is not wrapped; call keras_prune.prunable(model) first")
             self._selectors[id(layer)] = selector
         self._layers = layers
+        if self.criterion.needs_data and self._score_data is None:
+            self._score_data = fixed_batches(self.data, self.criterion.name, self.model, self.score_batches)
         optimizer = self._optimizer or getattr(self.model, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             with self.model.distribute_strategy.scope():
@@ -473,13 +482,13 @@ class IterativePruning(keras.callbacks.Callback):
             # before pruning, identical everywhere, and apply the first replica's masks.
             held = [v for layer in wrapped_layers(self.model) for v in [*layer.pruned_variables, *layer.masks]]
             before = snapshot(held)
-            pruned = prune(self.model, targets, self.criterion, data=self.data, **self.prune_options)
+            pruned = prune(self.model, targets, self.criterion, data=self._score_data, **self.prune_options)
             chosen = {id(layer): broadcast_first(strategy, layer.mask_arrays()) for layer in pruned}
             restore(held, before)
             for layer in pruned:
                 layer.set_mask(chosen[id(layer)])
         else:
-            prune(self.model, targets, self.criterion, data=self.data, **self.prune_options)
+            prune(self.model, targets, self.criterion, data=self._score_data, **self.prune_options)
         retained = [1.0 - layer.sparsity() for layer in layers]
         if self.on_prune is not None:
             for layer, share in zip(layers, retained):

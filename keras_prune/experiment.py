@@ -25,6 +25,7 @@ from keras_prune.api import find_layers, prunable
 from keras_prune.callbacks import IterativePruning, StepResult
 from keras_prune.checkpoint import Checkpoint, RunCheckpoint, load_checkpoint_model, read_checkpoint
 from keras_prune.criteria import get_criterion
+from keras_prune.criteria.objective import SCORE_BATCHES
 from keras_prune.data import Dataset
 from keras_prune.errors import InputError
 from keras_prune.plan import Plan
@@ -82,7 +83,7 @@ class RunSettings:
     batch_size: int = 128
     augment: bool = False
     seed: int = 0
-    score_batches: int = 20
+    score_batches: int = SCORE_BATCHES
     granularity: str = "weight"
     unit_norm: str = "l1"
     scope: str = "layer"
@@ -186,6 +187,7 @@ def run_pruning(
         _schedule(settings, data),
         criterion=criterion,
         data=score_data,
+        score_batches=settings.score_batches,
         epochs_per_step=settings.epochs if retraining else 0,
         scope=settings.scope,
         normalization=settings.normalization,
