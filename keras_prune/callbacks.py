@@ -50,6 +50,7 @@ import dataclasses
 import functools
 import hashlib
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -167,6 +168,11 @@ def _batches(data, batch_size: int = 256):
     return data
 
 
+class IncompleteScheduleWarning(UserWarning):
+    """`fit` ended before the pruning schedule's last step: the layers are pruned less
+    than their targets (`IterativePruning.unfinished` says how far)."""
+
+
 @dataclass
 class _Event:
     step: int
@@ -209,6 +215,8 @@ class IterativePruning(keras.callbacks.Callback):
         reload: start every step from the state at the start of training.
         stop_when_done: stop `fit` once the last event of an epoch-timed schedule
             has closed.
+        steps_per_epoch: training steps per epoch of your `fit`; needed by
+            `planned_epochs` with a ``"batch"`` schedule (cubic) only.
         optimizer: the optimizer whose slots a revert or reload restores; default
             the model's.
         on_prune: called right after each layer is pruned, before retraining, with
@@ -247,6 +255,7 @@ class IterativePruning(keras.callbacks.Callback):
         acc_tradeoff: float | None = None,
         reload: bool = False,
         stop_when_done: bool = False,
+        steps_per_epoch: int | None = None,
         optimizer: keras.optimizers.Optimizer | None = None,
         on_prune: Callable[[int, int | None, str, float], None] | None = None,
         on_step: Callable[[StepResult], None] | None = None,
@@ -283,6 +292,9 @@ class IterativePruning(keras.callbacks.Callback):
         self.acc_tradeoff = acc_tradeoff
         self.reload = reload
         self.stop_when_done = stop_when_done
+        if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or int(steps_per_epoch) != steps_per_epoch or steps_per_epoch < 1):
+            raise InputError(f"steps_per_epoch must be a positive whole number, got {steps_per_epoch}")
+        self.steps_per_epoch = steps_per_epoch
         self.on_prune = on_prune
         self.on_step = on_step
         self._optimizer = optimizer
@@ -303,9 +315,30 @@ class IterativePruning(keras.callbacks.Callback):
 
     @property
     def planned_epochs(self) -> int:
-        """Epochs of `fit` that an epoch-timed schedule needs if no layer is stopped."""
+        """Epochs of `fit` the whole schedule needs if no layer is stopped.
+
+        Epoch-timed schedules: steps x events per step x `epochs_per_step` (layers
+        count once when pruned together). ``"batch"`` schedules (cubic): the epochs
+        that hold `planned_steps` training steps, which needs `steps_per_epoch`.
+
+        Raises:
+            InputError: a ``"batch"`` schedule without `steps_per_epoch`.
+        """
+        if self.schedule.timing == "batch":
+            if self.steps_per_epoch is None:
+                raise InputError(
+                    f"{self.schedule!r} is timed by training steps: give IterativePruning "
+                    f"steps_per_epoch to count its epochs, or train planned_steps ({self.planned_steps}) steps"
+                )
+            return -(-self.planned_steps // self.steps_per_epoch)
         events = self.schedule.steps * (1 if self.together else len(self.fractions))
         return events * self.epochs_per_step
+
+    @property
+    def planned_steps(self) -> int | None:
+        """Training steps a ``"batch"`` schedule needs (`Schedule.end`); None for
+        epoch-timed schedules, which count epochs (`planned_epochs`)."""
+        return self.schedule.end() if self.schedule.timing == "batch" else None
 
     @property
     def done(self) -> bool:
@@ -382,9 +415,33 @@ class IterativePruning(keras.callbacks.Callback):
                 self._start(*self._advance())
 
     def on_train_end(self, logs=None):
-        """Closes the open event, if any."""
+        """Closes the open event, if any; warns if the schedule did not reach its end."""
         if self._open is not None:
             self._close()
+        if not self.done:
+            warnings.warn(self.unfinished(), IncompleteScheduleWarning, stacklevel=2)
+
+    def unfinished(self) -> str:
+        """What is left of the schedule, in one line ("" once it is done)."""
+        if self.done:
+            return ""
+        step, layers = self._peek()
+        reached = {}
+        for result in self.results:
+            if not result.reverted:
+                reached[result.layer] = result.fraction
+        short = ", ".join(
+            f"{layer.name} at {reached.get(layer.name, 0.0):.4g} of {self.fractions[self._selectors[id(layer)]]:g}"
+            for layer in self._layers if id(layer) not in self._stopped_ids
+        )
+        fix = (
+            f"train {self.planned_steps} steps" if self.schedule.timing == "batch"
+            else f"train planned_epochs ({self.planned_epochs}) epochs"
+        )
+        return (
+            f"training ended before pruning step {step} of {self.schedule.steps} "
+            f"({', '.join(l.name for l in layers)}): pruned {short}; {fix}"
+        )
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint needs to continue this schedule later, as plain JSON data.
