@@ -24,9 +24,13 @@ masks, gates, statistics) and every optimizer variable (iteration count, momentu
 other slots) gets back the value it had before the event's pruning - and its layers
 are pruned no further; the other layers go on.
 
+Divergence: if the loss or a weight becomes NaN or Inf while retraining after an event,
+the event is reverted the same way and its layers are pruned no further, whatever the
+accuracy guard says (`StepResult.diverged`).
+
 With ``reload=True`` every step starts again from the state at the start of training
 (model and optimizer), so each step is a one-shot prune to the step's fraction followed
-by retraining: sensitivity data. A layer the guard stopped is then left unpruned in
+by retraining: sensitivity data. A stopped layer is then left unpruned in
 later steps.
 
 With ``epochs_per_step=0`` nothing is retrained: all events happen one after another in
@@ -572,8 +576,9 @@ class IterativePruning(keras.callbacks.Callback):
         test = evaluate_classifier(self.model, self.test_data) if self.test_data is not None else None
         cost = None if validation is None else validation.error - self.baseline.error
         reverted = event.diverged or (self.acc_tradeoff is not None and cost > self.acc_tradeoff)
-        if reverted and not event.diverged:
-            restore(self._state_variables(), event.saved)
+        if reverted:  # reverted, for either reason: its layers are pruned no further
+            if not event.diverged:
+                restore(self._state_variables(), event.saved)
             for layer in event.layers:
                 self._stopped_ids.add(id(layer))
                 self.stopped.append(layer.name)
