@@ -145,6 +145,8 @@ def test_iterative_pruning_reads_a_generator_once_for_every_event(arrays, traine
         ((np.zeros((4, 28, 28, 1)), np.zeros(3)), "x has 4 samples but y has 3"),
         ([1, 2, 3], "batch 1 of the data is a int, not an (x, y) or (x, y, sample_weight) tuple"),
         ([("a", "b")], "batch 1 of the data is not numbers with a batch axis (got string of shape ()"),
+        ([(np.zeros((28, 28, 1), "float32"), 1), (np.zeros((5, 5, 1), "float32"), 2)],
+         "the data's (x, y) samples cannot be stacked into a batch"),
         ([], "got no training batches to score on"),
         (None, "needs training data; none was given"),
     ],

@@ -247,14 +247,19 @@ def _rebatched(elements: Iterator, rank: int | None, batch_size: int) -> Iterato
 
 
 def _rank_of(element) -> int | None:
+    """The rank of an ``(x, y)`` element's x (its first array); None if not such a pair."""
     if not isinstance(element, (tuple, list)) or not element:
         return None
-    leaf = tf.nest.flatten(element[0])[0] if tf.nest.flatten(element[0]) else None
-    return None if leaf is None else np.ndim(leaf)
+    leaves = tf.nest.flatten(element[0])
+    return np.ndim(leaves[0]) if leaves else None
 
 
-def _stack(samples: list):
-    return tuple(tf.nest.map_structure(lambda *parts: tf.stack(parts), *[tuple(s)[:2] for s in samples]))
+def _stack(samples: list) -> tuple:
+    """Single ``(x, y)`` samples stacked into one batch."""
+    try:
+        return tuple(tf.nest.map_structure(lambda *parts: tf.stack(parts), *[tuple(s)[:2] for s in samples]))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"the data's (x, y) samples cannot be stacked into a batch: {exc}".splitlines()[0]) from None
 
 
 def _pair(element, number: int, what: str) -> Batch:
