@@ -256,10 +256,14 @@ def _rank_of(element) -> int | None:
 
 def _stack(samples: list) -> tuple:
     """Single ``(x, y)`` samples stacked into one batch."""
-    try:
-        return tuple(tf.nest.map_structure(lambda *parts: tf.stack(parts), *[tuple(s)[:2] for s in samples]))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"the data's (x, y) samples cannot be stacked into a batch: {exc}".splitlines()[0]) from None
+    shapes = [tuple(np.shape(leaf) for leaf in tf.nest.flatten(tuple(s)[:2])) for s in samples]
+    for shape in shapes[1:]:
+        if shape != shapes[0]:
+            raise InputError(
+                f"the data's (x, y) samples cannot be stacked into a batch: one has shapes "
+                f"{shapes[0]}, another {shape}"
+            )
+    return tuple(tf.nest.map_structure(lambda *parts: tf.stack(parts), *[tuple(s)[:2] for s in samples]))
 
 
 def _pair(element, number: int, what: str) -> Batch:
