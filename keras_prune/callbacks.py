@@ -201,7 +201,6 @@ class IterativePruning(keras.callbacks.Callback):
         data: training data for criteria that need it (never the test split), in any
             form `keras_prune.prune` takes; read once, at the start of training, so
             every event scores on the same batches.
-        score_batches: the most batches of `data` read.
         epochs_per_step: retraining epochs after each event of an epoch-timed
             schedule; 0 prunes everything at `on_train_begin` without retraining.
         together: prune all layers in one event per step instead of one after the
@@ -219,13 +218,14 @@ class IterativePruning(keras.callbacks.Callback):
         reload: start every step from the state at the start of training.
         stop_when_done: stop `fit` once the last event of an epoch-timed schedule
             has closed.
-        steps_per_epoch: training steps per epoch of your `fit`; needed by
-            `planned_epochs` with a ``"batch"`` schedule (cubic) only.
         optimizer: the optimizer whose slots a revert or reload restores; default
             the model's.
         on_prune: called right after each layer is pruned, before retraining, with
             (step, layer index or None, layer name, share retained).
         on_step: called with each `StepResult` when an event closes.
+        score_batches: the most batches of `data` read (the CLI's default, 20).
+        steps_per_epoch: training steps per epoch of your `fit`; needed by
+            `planned_epochs` with a ``"batch"`` schedule (cubic) only.
 
     Example:
 
@@ -246,7 +246,6 @@ class IterativePruning(keras.callbacks.Callback):
         schedule: Schedule | None = None,
         criterion: str | Criterion = "magnitude",
         data: Any = None,
-        score_batches: int = SCORE_BATCHES,
         epochs_per_step: int = 1,
         together: bool = False,
         scope: str = "layer",
@@ -259,10 +258,11 @@ class IterativePruning(keras.callbacks.Callback):
         acc_tradeoff: float | None = None,
         reload: bool = False,
         stop_when_done: bool = False,
-        steps_per_epoch: int | None = None,
         optimizer: keras.optimizers.Optimizer | None = None,
         on_prune: Callable[[int, int | None, str, float], None] | None = None,
         on_step: Callable[[StepResult], None] | None = None,
+        score_batches: int = SCORE_BATCHES,
+        steps_per_epoch: int | None = None,
     ):
         super().__init__()
         if not fractions:
