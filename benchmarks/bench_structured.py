@@ -16,7 +16,8 @@ norm) and shrunk with `keras_prune.shrink_with_report`:
   shows this by pruning them too and counting what shrink keeps.
 
 ``--round-to N`` rounds every pruned layer's kept filter count to a multiple of N
-(nearest, at least N) instead of taking the same share everywhere.
+(nearest, at least N) instead of taking the same share everywhere (counting the constant
+stand-in channel shrink keeps where removed units feed a padded convolution).
 
 The shrunk model is checked against the masked one on random images, then dense and
 shrunk models are timed side by side at batch 1 and batch 32 in two runtimes:
@@ -186,7 +187,9 @@ def fastest_interleaved(calls: dict[tuple[str, str], Runner], x: np.ndarray, rou
     return best
 
 
-def benchmark(name: str, size: int, round_to: int, rounds: dict[int, int], threads: int) -> Result:
+def benchmark(
+    name: str, size: int, round_to: int, rounds: dict[int, int], threads: int, breakdown_batch: int = 0
+) -> Result:
     plan = PLANS[name]
     dense = randomize_statistics(plan.build(weights=None, input_shape=(size, size, 3)))
     chosen = fractions(dense, plan.suffixes, plan.fraction, round_to)
@@ -196,6 +199,13 @@ def benchmark(name: str, size: int, round_to: int, rounds: dict[int, int], threa
           + (f" (fractions {shares[0]}-{shares[-1]})" if len(shares) > 1 else ""), flush=True)
     started = time.perf_counter()
     masked, small, report = prune_and_shrink(dense, chosen)
+    if round_to > 1:
+        # A producer whose removed units feed a padded convolution keeps one of them as a
+        # constant stand-in channel; prune one more unit there so the count stays a multiple.
+        off = {row.name: row.units[0] for row in report.layers if row.name in chosen and row.units[1] % round_to == 1}
+        if off:
+            chosen = {n: f + (1 / off[n] if n in off else 0.0) for n, f in chosen.items()}
+            masked, small, report = prune_and_shrink(dense, chosen)
     x = np.random.default_rng(1).random((4, size, size, 3), dtype=np.float32)
     reference = np.asarray(masked(x, training=False))
     diff = float(np.max(np.abs(reference - np.asarray(small(x, training=False)))))
@@ -209,6 +219,8 @@ def benchmark(name: str, size: int, round_to: int, rounds: dict[int, int], threa
     rows = [row for row in report.layers if row.kind == "Conv2D"][:6]
     print("first convolutions (filters, input channels): "
           + "; ".join(f"{r.name} {r.units[0]}->{r.units[1]}, {r.inputs[0]}->{r.inputs[1]}" for r in rows))
+    if breakdown_batch:
+        print_breakdown(dense.name, breakdown({"dense": dense, "shrunk": small}, breakdown_batch, 5), breakdown_batch)
     result = Result(
         dense.name, (dense.count_params(), small.count_params()), (count_flops(dense).macs, count_flops(small).macs)
     )
@@ -224,6 +236,54 @@ def benchmark(name: str, size: int, round_to: int, rounds: dict[int, int], threa
             result.latency[f"{runtime} batch {batch}"] = (best[(runtime, "dense")], best[(runtime, "shrunk")])
         print(f"batch {batch}: {count} rounds in {time.perf_counter() - started:.0f} s", flush=True)
     return result
+
+
+def layer_kind(layer: keras.layers.Layer) -> str:
+    """The row of the breakdown a layer's time goes to."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return "DepthwiseConv2D"
+    if isinstance(layer, keras.layers.Conv2D):
+        return f"Conv2D {'1x1' if tuple(layer.kernel_size) == (1, 1) else 'kxk'}"
+    if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
+        return "activation"
+    return type(layer).__name__
+
+
+def breakdown(models: dict[str, keras.Model], batch: int, rounds: int) -> dict[str, dict[str, float]]:
+    """TensorFlow time by layer kind: each layer alone under `tf.function` on random inputs
+    of its shapes (no fusion across layers), fastest of `rounds` calls, summed by kind."""
+    rng = np.random.default_rng(3)
+    totals: dict[str, dict[str, float]] = {}
+    for label, model in models.items():
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            sources = layer.input if isinstance(layer.input, list) else [layer.input]
+            args = [tf.constant(rng.random((batch, *t.shape[1:]), dtype=np.float32)) for t in sources]
+            fn = tf.function(lambda *a, layer=layer: layer(list(a) if len(a) > 1 else a[0], training=False))
+            fn(*args)
+            best = float("inf")
+            for _ in range(rounds):
+                started = time.perf_counter()
+                np.asarray(fn(*args))
+                best = min(best, time.perf_counter() - started)
+            row = totals.setdefault(layer_kind(layer), {})
+            row[label] = row.get(label, 0.0) + best
+        for path, macs in count_flops(model).by_layer.items():
+            row = totals[layer_kind(model.get_layer(path))]
+            row[f"{label} MACs"] = row.get(f"{label} MACs", 0.0) + macs
+    return totals
+
+
+def print_breakdown(name: str, totals: dict[str, dict[str, float]], batch: int) -> None:
+    print(f"\n{name}, TensorFlow, batch {batch}: time by layer kind (each layer timed alone, ms)\n")
+    print("| layer kind | dense | shrunk | dense / shrunk | MACs dense / shrunk |\n|---|---|---|---|---|")
+    rows = sorted(totals.items(), key=lambda kv: -kv[1].get("dense", 0.0))
+    keys = ("dense", "shrunk", "dense MACs", "shrunk MACs")
+    for kind, t in rows + [("**all**", {k: sum(r.get(k, 0.0) for _, r in rows) for k in keys})]:
+        dense, small = t.get("dense", 0.0), t.get("shrunk", 0.0)
+        macs = f"{t['dense MACs'] / t['shrunk MACs']:.2f}x" if t.get("shrunk MACs") else "-"
+        print(f"| {kind} | {dense * 1e3:.2f} | {small * 1e3:.2f} | {dense / small if small else float('nan'):.2f}x | {macs} |")
 
 
 def mobilenet_expand_check(size: int) -> None:
@@ -259,6 +319,9 @@ def main() -> int:
     parser.add_argument("--rounds-1", type=int, default=30, help="timing rounds at batch 1")
     parser.add_argument("--rounds-32", type=int, default=6, help="timing rounds at batch 32")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of both runtimes")
+    parser.add_argument("--breakdown", type=int, default=0, metavar="BATCH",
+                        help="also time every layer alone at this batch size and sum by layer kind")
+    parser.add_argument("--skip-timing", action="store_true", help="no whole-model timing (FLOPs, shrink, breakdown)")
     parser.add_argument("--skip-expand-check", action="store_true", help="skip the MobileNetV2 expansion check")
     args = parser.parse_args()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -275,12 +338,12 @@ def main() -> int:
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
           f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"{args.threads} thread(s)")
-    rounds = {1: args.rounds_1, 32: args.rounds_32}
-    results = [benchmark(name, args.size, args.round_to, rounds, args.threads) for name in names]
+    rounds = {} if args.skip_timing else {1: args.rounds_1, 32: args.rounds_32}
+    results = [benchmark(name, args.size, args.round_to, rounds, args.threads, args.breakdown) for name in names]
     if "mobilenetv2" in names and not args.skip_expand_check:
         mobilenet_expand_check(args.size)
     print("\nFastest call of each configuration, interleaved; ratios measured side by side.\n")
-    print(table(results, ["TF batch 1", "TFLite batch 1", "TF batch 32", "TFLite batch 32"]))
+    print(table(results, [k for b in rounds for k in (f"TF batch {b}", f"TFLite batch {b}")]))
     print(f"\n({time.perf_counter() - started:.0f} s in all; load average now {os.getloadavg()[0]:.1f})")
     return 0
 
