@@ -104,9 +104,7 @@ def randomize_statistics(model: keras.Model, seed: int = 0) -> keras.Model:
         for v in layer.weights:
             if len(v.shape) >= 2:
                 weights.append(v.numpy())
-            elif "variance" in v.path:
-                weights.append(rng.uniform(0.5, 1.5, v.shape))
-            elif "gamma" in v.path:
+            elif "variance" in v.path or "gamma" in v.path:
                 weights.append(rng.uniform(0.5, 1.5, v.shape))
             else:
                 weights.append(rng.normal(0.0, 0.1, v.shape))
