@@ -26,7 +26,7 @@ from keras_prune_cli.common import batch_size_option, data_options, load_data, s
     type=click.FloatRange(min=0, min_open=True),
     default=0.05,
     show_default=True,
-    help="Initial SGD learning rate (cosine-decayed to 0 over the run).",
+    help="Initial learning rate (cosine-decayed to 0 over the run).",
 )
 @click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum.")
 @click.option(
