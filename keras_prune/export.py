@@ -196,8 +196,10 @@ def serving_outputs(model: keras.Model) -> ServingOutputs:
     Example:
 
     ```python
-    serving_outputs(keras.applications.MobileNetV3Small(weights=None)).names
+    serving_outputs(keras.applications.MobileNet(weights=None)).names
     # ('logits', 'probabilities'): it ends in an Activation("softmax") layer
+    serving_outputs(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])).names
+    # ('probabilities',)
     ```
     """
     operation = _output_operation(model)

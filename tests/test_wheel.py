@@ -9,6 +9,7 @@ Slow (a fresh install of TensorFlow from pip's cache or the registry, 2-4 minute
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -47,9 +48,16 @@ def _run(command: list[str], cwd: Path, timeout: int = 900) -> str:
     return done.stdout
 
 
+# What a fresh clone does not have: environments, build outputs, caches.
+NOT_IN_A_CLONE = shutil.ignore_patterns(
+    ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", "runs", "logs"
+)
+
+
 def test_wheel_installs_and_runs_the_main_job_outside_the_checkout(tmp_path):
-    wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(PROJECT_ROOT), "-w", str(wheels)], cwd=tmp_path)
+    source, wheels = tmp_path / "source", tmp_path / "wheels"
+    shutil.copytree(PROJECT_ROOT, source, ignore=NOT_IN_A_CLONE)  # no stale build/ in the wheel
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source), "-w", str(wheels)], cwd=tmp_path)
     (wheel,) = wheels.glob("keras_prune-*.whl")
     environment = tmp_path / "venv"
     venv.create(environment, with_pip=True)
