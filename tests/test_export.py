@@ -518,10 +518,18 @@ def test_a_nested_softmax_model_serves_its_probabilities_only():
 
 
 def test_a_tflite_conversion_failure_is_one_line(tmp_path):
-    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)], name="lstm")
     with pytest.raises(kp.ModelError) as caught:
         export_tflite(model, tmp_path / "lstm.tflite")
     message = str(caught.value)
-    assert "\n" not in message and message.startswith("TFLite cannot convert 'sequential")
+    assert "\n" not in message and message.startswith("TFLite cannot convert 'lstm': ")
     assert "loc(" not in message and "<unknown>" not in message
     assert not list(tmp_path.iterdir())
+
+    model.save(tmp_path / "lstm.keras")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["export", "-m", str(tmp_path / "lstm.keras"), "--out", str(out), "--format", "tflite"])
+    assert result.exit_code == 2
+    assert result.output.startswith("keras-prune: error: TFLite cannot convert 'lstm': ")
+    assert result.output.count("\n") == 1
+    assert not [p for p in out.rglob("*") if p.is_file()]
