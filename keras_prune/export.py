@@ -4,8 +4,7 @@ Every export strips the wrappers first (`keras_prune.strip`): the files hold pla
 Keras layers (or plain TensorFlow graphs) with pruned weights exactly 0.0, and load
 where keras_prune is not installed.
 
-The SavedModel is written with Keras' export API (`keras.export.ExportArchive`) and
-has one signature, ``serving_default``, for a classifier:
+The SavedModel has one signature, ``serving_default``, for a classifier:
 
 - input ``images``: the model's input dtype (float32 for the reference models) and
   shape ``(-1, *model.input_shape[1:])``, e.g. ``(-1, 28, 28, 1)``;
@@ -16,6 +15,11 @@ has one signature, ``serving_default``, for a classifier:
   the model's own output, when the activation is fused into the last layer
   (``Dense(10, activation="softmax")``). Softmax is never applied twice.
 
+It is written by `tf.saved_model.save` from a `tf.Module` that tracks each variable
+once. Keras' own export API (`keras.export.ExportArchive`, `model.export`) would serve,
+but on the TensorFlow backend it stores every variable twice (keras-team/keras#23553),
+doubling the file a pruned model is exported to make small.
+
 It is written in TensorFlow Serving's layout, ``BASE/NAME/VERSION/saved_model.pb``
 plus ``variables/``. Every file and folder is written under a temporary name beside
 its destination and renamed into place when complete (TensorFlow Serving ignores
@@ -24,9 +28,7 @@ folders whose names are not numbers, so it never sees a half-written version).
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import numbers
 import os
 import tempfile
@@ -216,8 +218,8 @@ def serving_outputs(model: keras.Model) -> ServingOutputs:
     return ServingOutputs(activation, (PROBABILITIES,))
 
 
-def _serving_archive(model: keras.Model):
-    """A `keras.export.ExportArchive` holding the model and its ``serving_default`` endpoint."""
+def _serving_module(model: keras.Model):
+    """A `tf.Module` tracking the model's variables once, and its serving function."""
     import tensorflow as tf
 
     try:
@@ -234,6 +236,7 @@ def _serving_archive(model: keras.Model):
     if head.logits is not None:  # one forward pass yields both tensors
         served = keras.Model(inputs[0], [head.logits, outputs[0]], name=model.name)
 
+        @tf.function(input_signature=[spec])
         def serve(images):
             logits, probabilities = served(images, training=False)
             return {LOGITS: tf.cast(logits, tf.float32), PROBABILITIES: tf.cast(probabilities, tf.float32)}
@@ -241,21 +244,22 @@ def _serving_archive(model: keras.Model):
     elif head.activation is not None:
         served = model
 
+        @tf.function(input_signature=[spec])
         def serve(images):
             return {PROBABILITIES: tf.cast(model(images, training=False), tf.float32)}
 
     else:
         served = model
 
+        @tf.function(input_signature=[spec])
         def serve(images):
             logits = tf.cast(model(images, training=False), tf.float32)
             squash = tf.sigmoid if logits.shape[-1] == 1 else tf.nn.softmax
             return {LOGITS: logits, PROBABILITIES: squash(logits)}
 
-    archive = keras.export.ExportArchive()
-    archive.track(served)
-    archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=[spec])
-    return archive
+    module = tf.Module()
+    module.model_variables = [v.value for v in served.variables]  # the tf.Variables `serve` captures
+    return module, serve
 
 
 def describe_signature(model: keras.Model) -> str:
@@ -279,9 +283,10 @@ def describe_signature(model: keras.Model) -> str:
 
 
 def _write_savedmodel(model: keras.Model, folder: Path) -> None:
-    archive = _serving_archive(model)
-    with contextlib.redirect_stdout(io.StringIO()):  # write_out prints every endpoint
-        archive.write_out(str(folder))
+    import tensorflow as tf
+
+    module, serve = _serving_module(model)
+    tf.saved_model.save(module, str(folder), signatures={SIGNATURE_KEY: serve.get_concrete_function()})
 
 
 def export_savedmodel(

@@ -50,7 +50,7 @@ SERVE_SCRIPT = textwrap.dedent(
     serve = loaded.signatures["serving_default"]
     outputs = serve(images=tf.constant(np.load(images)))
     arrays = {name: value.numpy() for name, value in outputs.items()}
-    arrays.update({f"var{i}": v.numpy() for i, v in enumerate(loaded.variables)})
+    arrays.update({f"var{i}": v.numpy() for i, v in enumerate(loaded.model_variables)})
     np.savez(out, **arrays)
     inputs = serve.structured_input_signature[1]
     print(json.dumps({
@@ -192,6 +192,12 @@ def test_savedmodel_uses_tensorflow_servings_layout(exported, pruned_path):
     newer = export_savedmodel(pruned_path, version.parent.parent, name="lenet5", version=4)
     assert again == version and newer.name == "4"
     assert sorted(p.name for p in version.parent.iterdir()) == ["3", "4"]  # no temporary folders left
+
+
+def test_savedmodel_stores_each_weight_once(pruned, exported):
+    stored = tf.train.list_variables(str(exported["savedmodel"] / "variables" / "variables"))
+    values = sum(int(np.prod(shape)) for name, shape in stored if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert values == kp.strip(pruned).count_params()
 
 
 def test_exports_hold_no_keras_prune_classes(pruned, exported):
