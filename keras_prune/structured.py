@@ -18,7 +18,7 @@ fully masked stays pruned; kept units keep any weight-level masks they already h
 
 Coupled units are pruned together. Units that an element-wise merge (say the Add of a
 residual block) joins must leave together or not at all, so the model's graph is read
-(`keras_prune.shrink.coupled_units`) and every wrapped layer holding units coupled to
+(`keras_prune.graph.coupled_units`) and every wrapped layer holding units coupled to
 a pruned layer's units loses the same units, ranked by their summed scores.
 
 Only kernels are masked: the bias of a pruned unit stays, so the unit outputs a
@@ -37,7 +37,7 @@ import numpy as np
 from keras_prune.criteria import Criterion
 from keras_prune.errors import InputError
 from keras_prune.selection import pruned_target
-from keras_prune.shrink import coupled_units, is_unit_layer
+from keras_prune.graph import coupled_units, is_unit_layer
 from keras_prune.wrapper import PruneWrapper
 
 Key = TypeVar("Key", bound=Hashable)
@@ -237,7 +237,7 @@ def prune_units(
 ) -> list[PruneWrapper]:
     """Prunes whole units of wrapped Dense/Conv layers, coupled units together.
 
-    The model's graph decides which units are coupled (`keras_prune.shrink.coupled_units`);
+    The model's graph decides which units are coupled (`keras_prune.graph.coupled_units`);
     every wrapped layer holding units coupled to a chosen layer is scored with it and
     loses the coupled units too (see `select_coupled_units`).
 
