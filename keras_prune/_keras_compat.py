@@ -80,3 +80,16 @@ def elementwise_op_classes() -> tuple[type, ...]:
     from keras.src.ops import numpy as numpy_ops
 
     return (numpy_ops.Add, numpy_ops.Subtract, numpy_ops.Multiply, numpy_ops.Maximum, numpy_ops.Minimum)
+
+
+def elementwise_activation_op_classes() -> tuple[type, ...]:
+    """The op classes behind element-wise activations called as ops on a symbolic
+    tensor (``keras.ops.relu(x)``, ``keras.ops.gelu(x)``, ...; not exported by Keras)."""
+    from keras.src.ops import nn, numpy as numpy_ops
+
+    names = (
+        "Relu", "Relu6", "Sigmoid", "Softplus", "Softsign", "Silu", "LeakyRelu", "HardSigmoid",
+        "HardSilu", "Elu", "Selu", "Gelu", "Celu", "TanhShrink", "HardTanh", "SoftShrink",
+        "HardShrink", "LogSigmoid", "SparsePlus", "Squareplus",
+    )
+    return tuple(getattr(nn, n) for n in names if hasattr(nn, n)) + (numpy_ops.Tanh,)

@@ -179,7 +179,8 @@ def prune(
 
     Args:
         model: a model made by `prunable` (the chosen layers must be wrapped).
-        fractions: selector -> cumulative fraction of that layer's weights to prune.
+        fractions: selector -> cumulative fraction of that layer's weights to prune; a
+            selector naming a nested model gives its fraction to every wrapped layer in it.
         criterion: a registered criterion name or a `Criterion` instance.
         data: training batches for criteria that need data (never the test split).
         scope: ``"layer"``: each layer loses exactly its fraction of its weights;
@@ -220,11 +221,14 @@ def prune(
     layers = find_layers(model, list(fractions))
     checked = {}
     for layer, fraction in zip(layers, fractions.values()):
-        if not isinstance(layer, PruneWrapper):
+        fraction = check_fraction(fraction, f"fraction for layer '{layer.name}'")
+        # A nested model stands for every wrapped layer inside it, as in `prunable`.
+        targets = wrapped_layers(layer) if isinstance(layer, keras.Model) else [layer]
+        if not targets or not isinstance(targets[0], PruneWrapper):
             raise InputError(
                 f"layer '{layer.name}' is not wrapped; call keras_prune.prunable(model) first"
             )
-        checked[layer] = check_fraction(fraction, f"fraction for layer '{layer.name}'")
+        checked.update((target, fraction) for target in targets)
     if criterion.needs_data and data is None:
         raise InputError(f"criterion '{criterion.name}' needs training data; none was given")
     if structured:

@@ -410,6 +410,7 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
                 barrier = None
         elif single and (
             isinstance(op, _ACTIVATION_LAYERS)
+            or type(op) in _keras_compat.elementwise_activation_op_classes()
             or (isinstance(op, keras.layers.Activation) and _activation_name(op.activation) in _ELEMENTWISE_ACTIVATIONS)
         ):
             out = None if ins[0] is None else TensorUnits(ins[0].nodes, _apply(op, ins[0].const))
