@@ -193,7 +193,8 @@ def prune(
             as ``{"probes": 8}`` for taylor2.
         granularity: ``weight`` prunes single weights; ``neuron`` or ``filter``
             prunes whole output units of Dense/Conv layers (layer scope only), and
-            with them the units coupled to them in other wrapped layers (see
+            with them the units coupled to them in other wrapped layers; ``head``
+            prunes whole heads of MultiHeadAttention layers (see
             `keras_prune.structured`).
         unit_norm: at unit granularity, ``l1`` (sum) or ``l2`` reduction of each
             unit's weight scores.
@@ -232,7 +233,8 @@ def prune(
     if criterion.needs_data and data is None:
         raise InputError(f"criterion '{criterion.name}' needs training data; none was given")
     if structured:
-        return {layer: layer.sparsity() for layer in prune_units(model, checked, criterion, data, unit_norm)}
+        pruned = prune_units(model, checked, criterion, data, unit_norm, granularity)
+        return {layer: layer.sparsity() for layer in pruned}
     scores = criterion.score(list(checked), model=model, data=data)
     if scope == "global":
         new_masks = select_global(

@@ -123,30 +123,27 @@ class KernelHandler(LayerHandler):
 
 
 class MultiHeadAttentionHandler(LayerHandler):
-    """MultiHeadAttention: the query, key, value (and gate) and output projection kernels.
+    """MultiHeadAttention: the query, key, value and output projection kernels.
 
     A unit of kind ``"head"`` is one attention head: its slice on axis 1 of the query,
-    key, value (and gate) kernels, shaped ``(features, heads, head_dim)``, and on axis 0
-    of the output kernel, shaped ``(heads, head_dim, features)``.
+    key and value kernels, shaped ``(features, heads, head_dim)``, and on axis 0 of the
+    output kernel, shaped ``(heads, head_dim, features)``. A gated layer
+    (``use_gate=True``) keeps its gate kernel and has no head units.
     """
 
-    def _projections(self, layer):
-        dense = [layer.query_dense, layer.key_dense, layer.value_dense]
-        gate = getattr(layer, "_gate_dense", None) if getattr(layer, "_use_gate", False) else None
-        return [d for d in [*dense, gate] if d is not None], layer.output_dense
-
     def prunable_variables(self, layer):
-        inputs, output = self._projections(layer)
-        return [d.kernel for d in [*inputs, output] if d.kernel.trainable]
+        dense = [layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense]
+        return [d.kernel for d in dense if d.kernel.trainable]
 
     def units(self, layer, kind):
-        if kind != "head":
+        if kind != "head" or layer.get_config().get("use_gate"):
             return None
-        inputs, output = self._projections(layer)
-        variables = tuple(d.kernel for d in [*inputs, output])
+        variables = tuple(
+            d.kernel for d in (layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense)
+        )
         if any(len(v.shape) != 3 for v in variables):
             return None
-        return Units("head", int(layer.num_heads), variables, (1,) * len(inputs) + (0,))
+        return Units("head", int(layer.num_heads), variables, (1, 1, 1, 0))
 
 
 _HANDLERS: dict[type, LayerHandler] = {}

@@ -42,6 +42,7 @@ from keras_prune.graph import (
     rebuild,
     walk,
 )
+from keras_prune.handlers import layer_units
 from keras_prune.wrapper import PruneWrapper, strip_layer
 
 
@@ -172,6 +173,28 @@ def _notes(layer, state: UnitAnalysis) -> tuple[str, ...]:
     return tuple(f"kept {n} pruned unit(s): {reason}" for reason, n in counts.items())
 
 
+def _fewer_heads(layer: keras.layers.MultiHeadAttention):
+    """A MultiHeadAttention without its dead heads (output-projection slice all zero: such
+    a head adds nothing to the output, whatever its query, key and value), its weights
+    and its report row; the layer itself if no head is dead (or all are: one is kept)."""
+    heads = int(layer.num_heads)
+    output_kernel = keras.ops.convert_to_numpy(layer.output_dense.kernel)
+    alive = output_kernel.reshape(heads, -1).any(axis=1)
+    if alive.all():
+        return layer, None, None
+    keep = np.flatnonzero(alive) if alive.any() else np.array([0])
+    weights = {}
+    for dense, axis in ((layer.query_dense, 1), (layer.key_dense, 1), (layer.value_dense, 1)):
+        weights[id(dense.kernel)] = np.take(keras.ops.convert_to_numpy(dense.kernel), keep, axis=axis)
+        if dense.bias is not None:
+            weights[id(dense.bias)] = keras.ops.convert_to_numpy(dense.bias)[keep]
+    weights[id(layer.output_dense.kernel)] = output_kernel[keep]
+    values = [weights.get(id(v), keras.ops.convert_to_numpy(v)) for v in layer.weights]
+    config = {**layer.get_config(), "num_heads": len(keep)}
+    row = LayerShrink(layer.name, type(layer).__name__, (heads, len(keep)), (heads, len(keep)))
+    return type(layer).from_config(config), values, row
+
+
 def _replacement(layer, state: UnitAnalysis):
     """The layer to use in the shrunk model, the weights to give it (by variable name)
     once built, and its report row (None for layers shrink does not change)."""
@@ -196,6 +219,8 @@ def _replacement(layer, state: UnitAnalysis):
         channels = int(layer.moving_mean.shape[0])
         row = LayerShrink(layer.name, type(layer).__name__, (channels, len(keep)), (channels, len(keep)))
         return type(layer).from_config(layer.get_config()), weights, row
+    if type(layer) is keras.layers.MultiHeadAttention and layer_units(layer, "head") is not None:
+        return _fewer_heads(layer)
     if isinstance(layer, keras.layers.Layer) and not layer.weights and not isinstance(layer, keras.Model):
         return type(layer).from_config(layer.get_config()), None, None
     return layer, None, None
@@ -265,7 +290,9 @@ def shrink_with_report(model: keras.Model) -> tuple[keras.Model, ShrinkReport]:
         return new
 
     def set_weights(old, new):
-        if id(old) in weights:
+        if isinstance(weights.get(id(old)), list):  # already in the order of `new.weights`
+            new.set_weights(weights[id(old)])
+        elif id(old) in weights:
             new.set_weights([np.asarray(weights[id(old)][v.name], dtype=v.dtype) for v in new.weights])
 
     small = rebuild(plain, replace, set_weights)

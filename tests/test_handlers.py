@@ -209,3 +209,39 @@ def test_criteria_score_dict_inputs_and_two_outputs_with_their_compiled_losses(c
     assert model.get_layer("hid").sparsity() == 0.5
     model.fit(data[0][0], data[0][1], epochs=1, verbose=0)
     assert np.all(model.get_layer("hid").layer.kernel.numpy()[model.get_layer("hid").mask_arrays()[0] == 0] == 0)
+
+
+def _encoder(heads: int = 4) -> keras.Model:
+    """A Transformer encoder block written with keras.layers, ``x + y`` and keras.ops."""
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((8,), dtype="int32")
+    h = L.Embedding(50, 16, name="emb")(tokens)
+    h = L.LayerNormalization()(h + L.MultiHeadAttention(heads, 4, name="mha")(h, h))
+    f = L.Dense(32, name="up")(h)
+    h = L.LayerNormalization()(h + L.Dense(16, name="down")(keras.ops.gelu(f)))
+    return keras.Model(tokens, L.Dense(3, name="out")(L.GlobalAveragePooling1D()(h)))
+
+
+def test_head_granularity_masks_whole_heads_and_shrink_lowers_num_heads():
+    model = kp.prunable(_encoder())
+    x = np.random.default_rng(0).integers(0, 50, (3, 8))
+    kp.prune(model, {"mha": 0.5}, granularity="head")
+    mha = model.get_layer("mha")
+    q, k, v, o = mha.mask_arrays()
+    dead = ~o.reshape(4, -1).any(axis=1)
+    assert dead.sum() == 2
+    for mask in (q, k, v):  # whole head slices, nothing else
+        assert np.all(mask[:, dead, :] == 0) and np.all(mask[:, ~dead, :] == 1)
+    assert np.all(o[~dead] == 1)
+    kp.prune(model, {"up": 0.5}, granularity="neuron")
+    small, report = kp.shrink_with_report(model)
+    np.testing.assert_allclose(small(x), model(x), rtol=1e-5, atol=1e-6)
+    assert small.get_layer("mha").num_heads == 2
+    assert small.get_layer("up").units == 16 and small.get_layer("down").kernel.shape == (16, 16)
+    assert report.parameters[1] < report.parameters[0]
+
+
+def test_head_granularity_on_a_layer_without_heads_is_a_one_line_input_error():
+    model = kp.prunable(_encoder())
+    with pytest.raises(kp.InputError, match="no attention heads"):
+        kp.prune(model, {"up": 0.5}, granularity="head")
