@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 import keras
 
 from keras_prune.criteria import Criterion, get_criterion
-from keras_prune.errors import InputError, ModelError
+from keras_prune.errors import InputError
 from keras_prune.selection import SCOPES, check_fraction, select_global, select_layer
 from keras_prune.graph import check_graph_model, rebuild, top_layers, walk
 from keras_prune.structured import is_structured, prune_units

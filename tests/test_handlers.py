@@ -3,7 +3,6 @@ and the criteria on Embeddings, RNNs, dict inputs and several outputs."""
 
 from __future__ import annotations
 
-import warnings
 
 import keras
 import numpy as np
