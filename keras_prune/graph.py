@@ -135,9 +135,19 @@ def rebuild(model: keras.Model, replace: Replace, after_call: AfterCall | None =
 
 def _rebuild(model: keras.Model, substitute: Replace, after_call: AfterCall | None) -> keras.Model:
     graph = _keras_compat.graph_of(model)
-    if graph is None:  # a Sequential model that was never given an input
+    if isinstance(model, keras.Sequential):
+        # Each layer is called once, by the new Sequential model itself, so that
+        # `layer.input` and `layer.output` stay defined.
         layers = [substitute(layer) for layer in model.layers]
-        return keras.Sequential(layers, name=model.name, trainable=model.trainable)
+        if graph is None:  # never given an input: nothing is built yet
+            return keras.Sequential(layers, name=model.name, trainable=model.trainable)
+        (first,) = keras.tree.flatten(graph.input)
+        start = keras.Input(batch_shape=first.shape, dtype=first.dtype, name=_keras_compat.producer(first).name)
+        new_model = keras.Sequential([start, *layers], name=model.name, trainable=model.trainable)
+        if after_call is not None:
+            for old, new in zip(model.layers, layers):
+                after_call(old, new)
+        return new_model
     tensors: dict[int, object] = {}
 
     def new_input(t):
@@ -157,11 +167,6 @@ def _rebuild(model: keras.Model, substitute: Replace, after_call: AfterCall | No
         called.add(id(old))
         for t, y in zip(node.outputs, keras.tree.flatten(outputs)):
             tensors[id(t)] = y
-    if isinstance(model, keras.Sequential):
-        (first,) = keras.tree.flatten(inputs)
-        layers = [substitute(layer) for layer in model.layers]
-        start = keras.Input(batch_shape=first.shape, dtype=first.dtype, name=first.name)
-        return keras.Sequential([start, *layers], name=model.name, trainable=model.trainable)
     outputs = keras.tree.map_structure(lambda t: tensors[id(t)], graph.output)
     return keras.Model(inputs, outputs, name=model.name, trainable=model.trainable)
 

@@ -227,12 +227,14 @@ def _replacement(layer, state: UnitAnalysis):
 
 
 def multiply_adds(model: keras.Model) -> int:
-    """Multiply-adds per example in the model's Dense and Conv1D/2D/3D layers.
+    """Multiply-adds per example in the model's Dense, Conv1D/2D/3D and MultiHeadAttention layers.
 
     A Dense layer costs ``inputs * units`` per position, a convolution
-    ``kernel size * input channels / groups * filters`` per output position; other
-    layers (activations, pooling, normalisation) are not counted. FLOPs are about
-    twice this number.
+    ``kernel size * input channels / groups * filters`` per output position; a
+    MultiHeadAttention layer its four projections per position plus, per head, the
+    ``query positions * key positions * (key_dim + value_dim)`` of its scores and their
+    weighted sum. Other layers (activations, pooling, normalisation) are not counted.
+    FLOPs are about twice this number.
 
     Args:
         model: a built Sequential or Functional model, wrapped or plain.
@@ -252,7 +254,23 @@ def multiply_adds(model: keras.Model) -> int:
         if isinstance(inner, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
             positions = int(np.prod(layer.output.shape[1:-1]))
             total += positions * int(np.prod(inner.kernel.shape))
+        elif isinstance(inner, keras.layers.MultiHeadAttention):
+            total += _attention_multiply_adds(inner, keras.tree.flatten(layer.input))
     return total
+
+
+def _attention_multiply_adds(layer: keras.layers.MultiHeadAttention, inputs) -> int:
+    query, value = inputs[0], inputs[1]
+    key = inputs[2] if len(inputs) > 2 else value
+    tq, tv, tk = (int(np.prod(t.shape[1:-1])) for t in (query, value, key))
+    size = lambda dense: int(np.prod(dense.kernel.shape))  # noqa: E731
+    projections = (
+        tq * size(layer.query_dense) + tk * size(layer.key_dense)
+        + tv * size(layer.value_dense) + tq * size(layer.output_dense)
+    )
+    config = layer.get_config()
+    head_dims = config["key_dim"] + (config["value_dim"] or config["key_dim"])
+    return projections + int(layer.num_heads) * tq * tk * head_dims
 
 
 def shrink_with_report(model: keras.Model) -> tuple[keras.Model, ShrinkReport]:

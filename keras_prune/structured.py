@@ -1,4 +1,5 @@
-"""Structured selection: prune whole output units (Dense neurons, convolution filters).
+"""Structured selection: prune whole output units (Dense neurons, convolution filters)
+or whole attention heads.
 
 A *unit* is one output of a Dense or convolution layer: the last axis of its kernel.
 At ``weight`` granularity selection picks single weights (`keras_prune.selection`);
@@ -6,6 +7,8 @@ at ``neuron`` or ``filter`` granularity it picks whole units: the unit's per-wei
 scores from any criterion are reduced to one score per unit, and a pruned unit gets
 its whole kernel slice masked. ``neuron`` and ``filter`` are the same granularity,
 named for the layers it applies to; either may be given for any Dense or Conv layer.
+At ``head`` granularity a unit is one head of a MultiHeadAttention layer: its slices of
+the query, key, value and output kernels (`keras_prune.handlers.MultiHeadAttentionHandler`).
 
 A unit's score is the ``l1`` reduction (sum) of its weights' scores by default: with
 the magnitude criterion that is the unit's L1 norm, with a Taylor criterion the sum of

@@ -238,6 +238,9 @@ def test_head_granularity_masks_whole_heads_and_shrink_lowers_num_heads():
     assert small.get_layer("mha").num_heads == 2
     assert small.get_layer("up").units == 16 and small.get_layer("down").kernel.shape == (16, 16)
     assert report.parameters[1] < report.parameters[0]
+    # 8 positions: projections 8 * 4 * 16 * 16, scores and sums 4 heads * 8 * 8 * (4 + 4),
+    # FFN 2 * 8 * 16 * 32, head 16 * 3; half the heads and FFN units go.
+    assert report.multiply_adds == (8192 + 2048 + 8192 + 48, 4096 + 1024 + 4096 + 48)
 
 
 def test_head_granularity_on_a_layer_without_heads_is_a_one_line_input_error():
