@@ -56,18 +56,13 @@ def walk(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, keras.laye
             yield from walk(layer, prefix=f"{path}/")
 
 
-def check_graph_model(model: keras.Model, action: str = "keras-prune works") -> None:
-    """Raises ModelError unless `model` is a Sequential or Functional model.
-
-    Args:
-        model: the model to check.
-        action: what needs the graph, for the message.
-    """
+def check_graph_model(model: keras.Model) -> None:
+    """Raises ModelError unless `model` is a Sequential or Functional model."""
     if not isinstance(model, keras.Model):
         raise ModelError(f"expected a Keras model, got {type(model).__name__}")
     if not _keras_compat.is_graph_model(model):
         raise ModelError(
-            f"'{model.name}' is a subclassed model ({type(model).__name__}); {action} on "
+            f"'{model.name}' is a subclassed model ({type(model).__name__}); keras-prune works on "
             "Sequential and Functional models only. Build the model with the Functional "
             "API, or wrap its layers yourself with keras_prune.PruneWrapper."
         )
@@ -279,6 +274,8 @@ class TensorUnits:
 
 @dataclass
 class UnitAnalysis:
+    """What `analyse_units` found: unit classes, units per tensor and per unit layer."""
+
     classes: UnitClasses = field(default_factory=UnitClasses)
     units: dict[int, TensorUnits | None] = field(default_factory=dict)  # id(KerasTensor) -> units
     outputs: dict[int, TensorUnits] = field(default_factory=dict)  # id(unit layer) -> its units
@@ -328,6 +325,7 @@ def _is_last_axis(axis, rank: int) -> bool:
 
 
 def inner_layer(layer):
+    """The layer a `PruneWrapper` holds, or `layer` itself."""
     return layer.layer if isinstance(layer, PruneWrapper) else layer
 
 

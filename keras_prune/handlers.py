@@ -38,7 +38,8 @@ class Units:
     pruned unit has all those slices masked.
 
     Attributes:
-        kind: what a unit is (``"neuron"``, ``"filter"``, ``"head"``, ``"row"``).
+        kind: ``"neuron"`` (a Dense neuron, a convolution filter, an Embedding row) or
+            ``"head"`` (an attention head).
         count: number of units.
         variables: the variables that hold the units (a subset of the prunable ones).
         axes: for each variable, the axis along which its units lie.
@@ -254,7 +255,7 @@ _register_builtin(
          lambda: KernelHandler("kernel", unit_kind=None)),
         ((_L.SeparableConv1D, _L.SeparableConv2D),
          lambda: KernelHandler("depthwise_kernel", "pointwise_kernel", unit_kind=None)),
-        ((_L.Embedding,), lambda: KernelHandler("embeddings", unit_kind="row", unit_axis=0)),
+        ((_L.Embedding,), lambda: KernelHandler("embeddings", unit_axis=0)),  # a unit is a row
         ((_L.EinsumDense,), lambda: KernelHandler("kernel", unit_kind=None)),
         ((_L.LSTMCell, _L.GRUCell, _L.SimpleRNNCell), lambda: KernelHandler("kernel", "recurrent_kernel", unit_kind=None)),
         ((_L.MultiHeadAttention,), MultiHeadAttentionHandler),

@@ -9,6 +9,8 @@ its whole kernel slice masked. ``neuron`` and ``filter`` are the same granularit
 named for the layers it applies to; either may be given for any Dense or Conv layer.
 At ``head`` granularity a unit is one head of a MultiHeadAttention layer: its slices of
 the query, key, value and output kernels (`keras_prune.handlers.MultiHeadAttentionHandler`).
+An Embedding's unit is a row (one token's vector); pruned rows are masked, and `shrink`
+keeps the table's size (its rows are indexed by token).
 
 A unit's score is the ``l1`` reduction (sum) of its weights' scores by default: with
 the magnitude criterion that is the unit's L1 norm, with a Taylor criterion the sum of
@@ -94,11 +96,11 @@ def check_unit_layer(layer: keras.layers.Layer, granularity: str = "neuron") -> 
                 "'neuron' or 'weight' for it."
             )
         return
-    if not (isinstance(layer, PruneWrapper) and is_unit_layer(layer)):
+    if not (isinstance(layer, PruneWrapper) and (is_unit_layer(layer) or isinstance(inner, keras.layers.Embedding))):
         raise InputError(
             f"layer '{layer.name}' ({type(inner).__name__}) cannot be pruned by units; "
             "neuron/filter granularity applies to wrapped Dense and Conv1D/2D/3D layers "
-            "(channels_last, groups=1). Use granularity 'weight' for it."
+            "(channels_last, groups=1) and Embedding rows. Use granularity 'weight' for it."
         )
 
 

@@ -247,3 +247,13 @@ def test_head_granularity_on_a_layer_without_heads_is_a_one_line_input_error():
     model = kp.prunable(_encoder())
     with pytest.raises(kp.InputError, match="no attention heads"):
         kp.prune(model, {"up": 0.5}, granularity="head")
+
+
+def test_neuron_granularity_on_an_embedding_prunes_whole_rows():
+    model = _text_model(mask_zero=False)
+    kp.prune(model, {"emb": 0.25}, "taylor1", data=_text_batches(), granularity="neuron")
+    (mask,) = model.get_layer("emb").mask_arrays()
+    rows = ~mask.any(axis=1)
+    assert rows.sum() == 5 and np.all(mask[~rows] == 1)  # floor(20 * 0.25) whole rows
+    x = _text_batches()[0][0]
+    np.testing.assert_allclose(kp.shrink(model)(x), model(x), rtol=1e-6)
