@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 import keras
 
 from keras_prune.criteria import Criterion, get_criterion
+from keras_prune.criteria.objective import SCORE_BATCH_SIZE, SCORE_BATCHES, fixed_batches
 from keras_prune.errors import InputError
 from keras_prune.selection import SCOPES, check_fraction, select_global, select_layer
 from keras_prune.graph import check_graph_model, rebuild, top_layers, walk
@@ -168,12 +169,14 @@ def prune(
     model: keras.Model,
     fractions: Mapping[Selector, float],
     criterion: str | Criterion = "magnitude",
-    data: Iterable | None = None,
+    data: Any = None,
     scope: str = "layer",
     normalization: str | None = None,
     criterion_options: Mapping[str, Any] | None = None,
     granularity: str = "weight",
     unit_norm: str = "l1",
+    score_batches: int = SCORE_BATCHES,
+    batch_size: int = SCORE_BATCH_SIZE,
 ) -> dict[PruneWrapper, float]:
     """Prunes the chosen layers to their fractions, ranking weights with a criterion.
 
@@ -182,7 +185,10 @@ def prune(
         fractions: selector -> cumulative fraction of that layer's weights to prune; a
             selector naming a nested model gives its fraction to every wrapped layer in it.
         criterion: a registered criterion name or a `Criterion` instance.
-        data: training batches for criteria that need data (never the test split).
+        data: training data for criteria that need it (never the test split): a
+            tf.data.Dataset (batched or not, finite or infinite), an ``(x, y)`` pair
+            of arrays, a `keras.utils.PyDataset`, or a generator or list of
+            ``(x, y)`` batches (`keras_prune.criteria.objective.fixed_batches`).
         scope: ``"layer"``: each layer loses exactly its fraction of its weights;
             ``"global"``: the layers together lose as many weights as their
             fractions add up to, wherever the (normalised) scores are lowest.
@@ -198,19 +204,23 @@ def prune(
             `keras_prune.structured`).
         unit_norm: at unit granularity, ``l1`` (sum) or ``l2`` reduction of each
             unit's weight scores.
+        score_batches: the most batches of `data` read and scored on (the CLI's
+            ``--score-batches`` default is the same, 20).
+        batch_size: images per batch when `data` is arrays or single samples.
 
     Returns:
         The sparsity of each pruned layer afterwards (coupled layers included).
 
     Raises:
         InputError: a bad selector, fraction, scope, normalization or option, an
-            unwrapped layer, or a criterion that needs data and got none.
+            unwrapped layer, or a criterion that needs data and got none, or data
+            in a form it cannot read.
 
     Example:
 
     ```python
     keras_prune.prune(model, {"conv2": 0.7, "fc1": 0.95}, "taylor12",
-                      data=dataset.train().take(20), scope="global")
+                      data=(x_train, y_train), scope="global")
     ```
     """
     if scope not in SCOPES:
@@ -230,8 +240,8 @@ def prune(
                 f"layer '{layer.name}' is not wrapped; call keras_prune.prunable(model) first"
             )
         checked.update((target, fraction) for target in targets)
-    if criterion.needs_data and data is None:
-        raise InputError(f"criterion '{criterion.name}' needs training data; none was given")
+    if criterion.needs_data:
+        data = fixed_batches(data, criterion.name, model, score_batches, batch_size)
     if structured:
         pruned = prune_units(model, checked, criterion, data, unit_norm, granularity)
         return {layer: layer.sparsity() for layer in pruned}
