@@ -257,3 +257,16 @@ def test_neuron_granularity_on_an_embedding_prunes_whole_rows():
     assert rows.sum() == 5 and np.all(mask[~rows] == 1)  # floor(20 * 0.25) whole rows
     x = _text_batches()[0][0]
     np.testing.assert_allclose(kp.shrink(model)(x), model(x), rtol=1e-6)
+
+
+def test_cli_run_granularity_head_on_a_model_without_heads_is_a_one_line_error(trained_lenet5, small_idx_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from keras_prune_cli.main import main
+
+    out = tmp_path / "p.keras"
+    args = ["run", "-m", trained_lenet5, "-l", "8", "-p", "0.5", "--granularity", "head",
+            "--data-dir", small_idx_dir, "--out", out]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code != 0 and not out.exists()
+    assert "no attention heads" in result.output and "Traceback" not in result.output
