@@ -13,9 +13,10 @@ print(keras_prune.sparsity_report(plain).total_compression)
 ```
 """
 
-from keras_prune import callbacks, criteria, data, export, models, schedules
+from keras_prune import callbacks, criteria, data, export, graph, handlers, models, schedules
 from keras_prune.api import find_layers, prunable, prune, strip, wrapped_layers
 from keras_prune.callbacks import IterativePruning
+from keras_prune.handlers import LayerHandler, register_handler
 from keras_prune.errors import DataError, InputError, KerasPruneError, ModelError
 from keras_prune.export import (
     SizeReport,
@@ -37,6 +38,7 @@ __all__ = [
     "InputError",
     "IterativePruning",
     "KerasPruneError",
+    "LayerHandler",
     "LayerSparsity",
     "ModelError",
     "PruneWrapper",
@@ -52,10 +54,13 @@ __all__ = [
     "export_savedmodel",
     "export_tflite",
     "find_layers",
+    "graph",
+    "handlers",
     "load_model",
     "models",
     "prunable",
     "prune",
+    "register_handler",
     "save_model",
     "schedules",
     "shrink",

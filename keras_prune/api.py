@@ -14,40 +14,19 @@ import keras
 
 from keras_prune.criteria import Criterion, get_criterion
 from keras_prune.criteria.objective import SCORE_BATCH_SIZE, SCORE_BATCHES, fixed_batches
-from keras_prune.errors import InputError, ModelError
+from keras_prune.errors import InputError
 from keras_prune.selection import SCOPES, check_fraction, select_global, select_layer
+from keras_prune.graph import check_graph_model, rebuild, top_layers, walk
 from keras_prune.structured import is_structured, prune_units
-from keras_prune.wrapper import PruneWrapper, prunable_variables
+from keras_prune.wrapper import PruneWrapper, copy_layer, prunable_variables, strip_layer
 
 Selector = Union[int, str]
 
 
-def _check_graph_model(model: keras.Model) -> None:
-    # Keras does not export Functional, the class of models built with keras.Model(inputs, outputs).
-    from keras.src.models.functional import Functional
-
-    if not isinstance(model, keras.Model):
-        raise ModelError(f"expected a Keras model, got {type(model).__name__}")
-    if not isinstance(model, (keras.Sequential, Functional)):
-        raise ModelError(
-            f"'{model.name}' is a subclassed model ({type(model).__name__}); keras-prune "
-            "wraps Sequential and Functional models only. Build the model with the "
-            "Functional API, or wrap its layers yourself with keras_prune.PruneWrapper."
-        )
-
-
-def top_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The model's top-level layers that selectors index, input layers excluded."""
-    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-
-
 def walk_layers(model: keras.Model, prefix: str = ""):
-    """Yields (path, layer) for every layer, depth first, nested models included."""
-    for layer in top_layers(model):
-        path = f"{prefix}{layer.name}"
-        yield path, layer
-        if isinstance(layer, keras.Model):
-            yield from walk_layers(layer, prefix=f"{path}/")
+    """Yields (path, layer) for every layer, depth first, nested models included (see
+    `keras_prune.graph.walk`)."""
+    return walk(model, prefix)
 
 
 def has_prunable_weights(layer: keras.layers.Layer) -> bool:
@@ -124,20 +103,6 @@ def wrapped_layers(model: keras.Model) -> list[PruneWrapper]:
     return [layer for _, layer in walk_layers(model) if isinstance(layer, PruneWrapper)]
 
 
-def _copy_layer(layer: keras.layers.Layer, wrap: bool, gated: bool = False) -> keras.layers.Layer:
-    """A new layer with `layer`'s config and weights, wrapped (gated or not) if asked."""
-    new = layer.__class__.from_config(layer.get_config())
-    build_config = layer.get_build_config()
-    if build_config is not None:
-        new.build_from_config(build_config)
-        new.set_weights(layer.get_weights())
-    if wrap:
-        new = PruneWrapper(new, gated=gated)
-        if build_config is not None:
-            new.build_from_config(build_config)
-    return new
-
-
 def prunable(
     model: keras.Model, layers: Sequence[Selector] | None = None, gated: bool = False
 ) -> keras.Model:
@@ -168,7 +133,7 @@ def prunable(
     model = keras_prune.prunable(keras_prune.models.lenet5(), layers=[1, 4, "fc1"])
     ```
     """
-    _check_graph_model(model)
+    check_graph_model(model)
     if layers is None:
         targets = None
     else:
@@ -177,12 +142,17 @@ def prunable(
             nested = [l for _, l in walk_layers(layer)] if isinstance(layer, keras.Model) else []
             targets.update(id(l) for l in [layer, *nested])
 
-    def clone(layer):
+    def wrap(layer):
+        new = copy_layer(layer)
         chosen = targets is None or id(layer) in targets
-        wrap = chosen and not isinstance(layer, PruneWrapper) and bool(prunable_variables(layer))
-        return _copy_layer(layer, wrap, gated)
+        if not chosen or isinstance(layer, PruneWrapper) or not prunable_variables(layer):
+            return new
+        wrapper = PruneWrapper(new, gated=gated)
+        if new.built:
+            wrapper.build_from_config(new.get_build_config())
+        return wrapper
 
-    return keras.models.clone_model(model, clone_function=clone, recursive=True)
+    return rebuild(model, wrap)
 
 
 def strip(model: keras.Model) -> keras.Model:
@@ -192,19 +162,7 @@ def strip(model: keras.Model) -> keras.Model:
 
     The result computes the same outputs as `model`.
     """
-    _check_graph_model(model)
-
-    def clone(layer):
-        if not isinstance(layer, PruneWrapper):
-            return _copy_layer(layer, wrap=False)
-        inner = layer.layer
-        new = inner.__class__.from_config(inner.get_config())
-        new.build_from_config(inner.get_build_config())
-        baked = {id(v): w for v, w in zip(layer.pruned_variables, layer.effective_weights())}
-        new.set_weights([baked.get(id(v), v.numpy()) for v in inner.weights])
-        return new
-
-    return keras.models.clone_model(model, clone_function=clone, recursive=True)
+    return rebuild(model, strip_layer)
 
 
 def prune(
@@ -224,7 +182,8 @@ def prune(
 
     Args:
         model: a model made by `prunable` (the chosen layers must be wrapped).
-        fractions: selector -> cumulative fraction of that layer's weights to prune.
+        fractions: selector -> cumulative fraction of that layer's weights to prune; a
+            selector naming a nested model gives its fraction to every wrapped layer in it.
         criterion: a registered criterion name or a `Criterion` instance.
         data: training data for criteria that need it (never the test split): a
             tf.data.Dataset (batched or not, finite or infinite), an ``(x, y)`` pair
@@ -240,7 +199,8 @@ def prune(
             as ``{"probes": 8}`` for taylor2.
         granularity: ``weight`` prunes single weights; ``neuron`` or ``filter``
             prunes whole output units of Dense/Conv layers (layer scope only), and
-            with them the units coupled to them in other wrapped layers (see
+            with them the units coupled to them in other wrapped layers; ``head``
+            prunes whole heads of MultiHeadAttention layers (see
             `keras_prune.structured`).
         unit_norm: at unit granularity, ``l1`` (sum) or ``l2`` reduction of each
             unit's weight scores.
@@ -272,15 +232,19 @@ def prune(
     layers = find_layers(model, list(fractions))
     checked = {}
     for layer, fraction in zip(layers, fractions.values()):
-        if not isinstance(layer, PruneWrapper):
+        fraction = check_fraction(fraction, f"fraction for layer '{layer.name}'")
+        # A nested model stands for every wrapped layer inside it, as in `prunable`.
+        targets = wrapped_layers(layer) if isinstance(layer, keras.Model) else [layer]
+        if not targets or not isinstance(targets[0], PruneWrapper):
             raise InputError(
                 f"layer '{layer.name}' is not wrapped; call keras_prune.prunable(model) first"
             )
-        checked[layer] = check_fraction(fraction, f"fraction for layer '{layer.name}'")
+        checked.update((target, fraction) for target in targets)
     if criterion.needs_data:
         data = fixed_batches(data, criterion.name, model, score_batches, batch_size)
     if structured:
-        return {layer: layer.sparsity() for layer in prune_units(model, checked, criterion, data, unit_norm)}
+        pruned = prune_units(model, checked, criterion, data, unit_norm, granularity)
+        return {layer: layer.sparsity() for layer in pruned}
     scores = criterion.score(list(checked), model=model, data=data)
     if scope == "global":
         new_masks = select_global(

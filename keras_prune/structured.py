@@ -1,4 +1,5 @@
-"""Structured selection: prune whole output units (Dense neurons, convolution filters).
+"""Structured selection: prune whole output units (Dense neurons, convolution filters)
+or whole attention heads.
 
 A *unit* is one output of a Dense or convolution layer: the last axis of its kernel.
 At ``weight`` granularity selection picks single weights (`keras_prune.selection`);
@@ -6,6 +7,10 @@ at ``neuron`` or ``filter`` granularity it picks whole units: the unit's per-wei
 scores from any criterion are reduced to one score per unit, and a pruned unit gets
 its whole kernel slice masked. ``neuron`` and ``filter`` are the same granularity,
 named for the layers it applies to; either may be given for any Dense or Conv layer.
+At ``head`` granularity a unit is one head of a MultiHeadAttention layer: its slices of
+the query, key, value and output kernels (`keras_prune.handlers.MultiHeadAttentionHandler`).
+An Embedding's unit is a row (one token's vector); pruned rows are masked, and `shrink`
+keeps the table's size (its rows are indexed by token).
 
 A unit's score is the ``l1`` reduction (sum) of its weights' scores by default: with
 the magnitude criterion that is the unit's L1 norm, with a Taylor criterion the sum of
@@ -18,7 +23,7 @@ fully masked stays pruned; kept units keep any weight-level masks they already h
 
 Coupled units are pruned together. Units that an element-wise merge (say the Add of a
 residual block) joins must leave together or not at all, so the model's graph is read
-(`keras_prune.shrink.coupled_units`) and every wrapped layer holding units coupled to
+(`keras_prune.graph.coupled_units`) and every wrapped layer holding units coupled to
 a pruned layer's units loses the same units, ranked by their summed scores.
 
 Only kernels are masked: the bias of a pruned unit stays, so the unit outputs a
@@ -37,13 +42,15 @@ import numpy as np
 from keras_prune.criteria import Criterion
 from keras_prune.errors import InputError
 from keras_prune.selection import pruned_target
-from keras_prune.shrink import coupled_units, is_unit_layer
+from keras_prune.graph import coupled_units, is_unit_layer
+from keras_prune.handlers import Units, layer_units
 from keras_prune.wrapper import PruneWrapper
 
 Key = TypeVar("Key", bound=Hashable)
 
-GRANULARITIES = ("weight", "neuron", "filter")
-"""What selection removes: single weights, or whole units (``neuron`` = ``filter``)."""
+GRANULARITIES = ("weight", "neuron", "filter", "head")
+"""What selection removes: single weights, whole units (``neuron`` = ``filter``), or
+whole attention heads of MultiHeadAttention layers (``head``)."""
 
 UNIT_NORMS = ("l1", "l2")
 """How a unit's per-weight scores become one score: their sum, or their L2 norm."""
@@ -63,7 +70,7 @@ def check_granularity(granularity: str) -> str:
 
 
 def is_structured(granularity: str) -> bool:
-    """Whether `granularity` prunes whole units (``neuron`` or ``filter``)."""
+    """Whether `granularity` prunes whole units (``neuron``, ``filter`` or ``head``)."""
     return check_granularity(granularity) != "weight"
 
 
@@ -78,15 +85,25 @@ def check_unit_norm(norm: str) -> str:
     return norm
 
 
-def check_unit_layer(layer: keras.layers.Layer) -> None:
-    """Raises InputError unless `layer` is a wrapper whose units can be pruned."""
-    if not (isinstance(layer, PruneWrapper) and is_unit_layer(layer)):
-        inner = layer.layer if isinstance(layer, PruneWrapper) else layer
+def check_unit_layer(layer: keras.layers.Layer, granularity: str = "neuron") -> None:
+    """Raises InputError unless `layer` is a wrapper whose units of `granularity` can be pruned."""
+    inner = layer.layer if isinstance(layer, PruneWrapper) else layer
+    if granularity == "head":
+        if not (isinstance(layer, PruneWrapper) and layer_units(inner, "head") is not None):
+            raise InputError(
+                f"layer '{layer.name}' ({type(inner).__name__}) has no attention heads; head "
+                "granularity applies to wrapped MultiHeadAttention layers. Use granularity "
+                "'neuron' or 'weight' for it."
+            )
+        return
+    if not (isinstance(layer, PruneWrapper) and (is_unit_layer(layer) or isinstance(inner, keras.layers.Embedding))):
         raise InputError(
             f"layer '{layer.name}' ({type(inner).__name__}) cannot be pruned by units; "
             "neuron/filter granularity applies to wrapped Dense and Conv1D/2D/3D layers "
-            "(channels_last, groups=1). Use granularity 'weight' for it."
+            "(channels_last, groups=1) and Embedding rows. Use granularity 'weight' for it."
         )
+
+
 def unit_scores(scores: Sequence[np.ndarray], norm: str = "l1") -> np.ndarray:
     """One score per output unit from per-weight scores (higher = keep).
 
@@ -234,12 +251,17 @@ def prune_units(
     criterion: Criterion,
     data: Iterable | None = None,
     norm: str = "l1",
+    granularity: str = "neuron",
 ) -> list[PruneWrapper]:
-    """Prunes whole units of wrapped Dense/Conv layers, coupled units together.
+    """Prunes whole units of wrapped layers: Dense neurons and Conv filters, coupled
+    units together, or the attention heads of MultiHeadAttention layers.
 
-    The model's graph decides which units are coupled (`keras_prune.shrink.coupled_units`);
-    every wrapped layer holding units coupled to a chosen layer is scored with it and
-    loses the coupled units too (see `select_coupled_units`).
+    At ``neuron``/``filter`` granularity the model's graph decides which units are
+    coupled (`keras_prune.graph.coupled_units`); every wrapped layer holding units
+    coupled to a chosen layer is scored with it and loses the coupled units too (see
+    `select_coupled_units`). At ``head`` granularity a unit is one head: its slices of
+    the query, key, value and output kernels (see `keras_prune.handlers.Units`); heads
+    are coupled to nothing outside their layer.
 
     Args:
         model: a model made by `keras_prune.prunable`.
@@ -247,12 +269,13 @@ def prune_units(
         criterion: scores the weights; unit scores reduce them with `norm`.
         data: training batches for criteria that need them.
         norm: ``l1`` or ``l2`` (see `unit_scores`).
+        granularity: ``neuron``, ``filter`` or ``head``.
 
     Returns:
         The layers whose masks were set: the chosen ones and their coupled partners.
 
     Raises:
-        InputError: a chosen layer is not a wrapped unit layer, or `norm` is unknown.
+        InputError: a chosen layer has no units of that granularity, or `norm` is unknown.
 
     Example:
 
@@ -262,15 +285,15 @@ def prune_units(
     """
     check_unit_norm(norm)
     for layer in fractions:
-        check_unit_layer(layer)
-    graph_classes = coupled_units(model)
+        check_unit_layer(layer, granularity)
+    graph_classes = {} if granularity == "head" else coupled_units(model)
     next_id = 1 + max((int(ids.max()) for ids in graph_classes.values() if ids.size), default=0)
     classes: dict[PruneWrapper, np.ndarray] = {}
     for layer in fractions:
         if layer in graph_classes:
             classes[layer] = graph_classes[layer]
-        else:  # inside a nested model or called twice: its units are coupled to none
-            units = int(layer.layer.kernel.shape[-1])
+        else:  # heads, or a unit layer inside a nested model or called twice: coupled to none
+            units = _units(layer, granularity).count
             classes[layer] = np.arange(next_id, next_id + units)
             next_id += units
     chosen = {int(c) for ids in classes.values() for c in ids}
@@ -279,13 +302,36 @@ def prune_units(
             classes[layer] = ids
     layers = list(classes)
     scores = criterion.score(layers, model=model, data=data)
+    views = {layer: _UnitView(layer, _units(layer, granularity)) for layer in layers}
     new = select_coupled_units(
-        {layer: scores[layer] for layer in layers},
-        {layer: layer.mask_arrays() for layer in layers},
+        {layer: views[layer].along_units(scores[layer]) for layer in layers},
+        {layer: views[layer].along_units(layer.mask_arrays()) for layer in layers},
         classes,
         dict(fractions),
         norm,
     )
     for layer in layers:
-        layer.set_mask(new[layer])
+        layer.set_mask(views[layer].back(layer.mask_arrays(), new[layer]))
     return layers
+
+
+def _units(layer: PruneWrapper, granularity: str) -> Units:
+    return layer_units(layer.layer, "head" if granularity == "head" else "neuron")
+
+
+class _UnitView:
+    """A layer's unit-holding variables with their unit axis moved last, and back."""
+
+    def __init__(self, layer: PruneWrapper, units: Units):
+        targets = layer.pruned_variables
+        self.indices = [next(i for i, t in enumerate(targets) if t is v) for v in units.variables]
+        self.axes = units.axes
+
+    def along_units(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [np.moveaxis(np.asarray(arrays[i]), a, -1) for i, a in zip(self.indices, self.axes)]
+
+    def back(self, masks: Sequence[np.ndarray], moved: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = [np.asarray(m, dtype=np.float32) for m in masks]
+        for i, a, m in zip(self.indices, self.axes, moved):
+            out[i] = np.moveaxis(m, -1, a)
+        return out

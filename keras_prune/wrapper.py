@@ -1,9 +1,10 @@
 """The mechanism: a Keras layer wrapper that holds pruned weights at zero.
 
-`PruneWrapper` wraps one layer. For every prunable variable of that layer (every
-trainable weight of rank >= 2: the kernels of Dense and convolution layers, both
-kernels of SeparableConv2D, an Embedding's table; never a bias or a normalisation
-scale) it owns
+`PruneWrapper` wraps one layer. For every prunable variable of that layer (as its
+handler says, see `keras_prune.handlers`: the kernels of Dense, convolution, EinsumDense
+and attention layers, both kernels of SeparableConv2D, an Embedding's table, an RNN's
+kernel and recurrent kernel, those of the sublayers of a composite layer; never a bias,
+a normalisation parameter or PReLU's alpha) it owns
 
 - a ``mask`` (non-trainable, 1 = kept, 0 = pruned), and,
 - in a wrapper built with ``gated=True``, a ``gate`` (non-trainable, 1 unless set).
@@ -45,6 +46,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_prune.handlers import prunable_variables
+
 
 class MaskConstraint(keras.constraints.Constraint):
     """Multiplies a variable by its mask, then applies the layer's own constraint.
@@ -65,18 +68,6 @@ class MaskConstraint(keras.constraints.Constraint):
         if self.inner is not None:
             w = self.inner(w)
         return w * ops.cast(self.mask, w.dtype)
-
-
-def prunable_variables(layer: keras.layers.Layer) -> list[keras.Variable]:
-    """The variables of `layer` that pruning may zero: trainable weights of rank >= 2.
-
-    Args:
-        layer: a built Keras layer.
-
-    Returns:
-        The variables, in the layer's `trainable_weights` order.
-    """
-    return [v for v in layer.trainable_weights if len(v.shape) >= 2]
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -111,15 +102,25 @@ class PruneWrapper(keras.layers.Wrapper):
         self.masks: list[keras.Variable] = []
         self.gates: list[keras.Variable] = []
         self._targets: list[keras.Variable] = []
+        # The inner layer reads and sets Keras masks on the tensors it sees (an
+        # Embedding's mask_zero, padding masks); the wrapper passes them on.
+        self.supports_masking = layer.supports_masking
 
-    def build(self, input_shape=None):
-        super().build(input_shape)
+    def build(self, input_shape=None, **shapes):
+        # Layers such as MultiHeadAttention build from several shapes (query_shape=...,
+        # value_shape=...); the wrapper passes whatever it gets to the inner layer.
+        if not self.layer.built:
+            if shapes:
+                self.layer.build(**shapes)
+            else:
+                self.layer.build(input_shape)
         self._targets = prunable_variables(self.layer)
         if not self._targets:
             raise ValueError(
                 f"Layer '{self.layer.name}' ({type(self.layer).__name__}) has no "
-                "prunable weights (trainable weights of rank >= 2); only layers such as "
-                "Dense, Conv, DepthwiseConv2D, SeparableConv2D or Embedding can be pruned."
+                "prunable weights; layers such as Dense, Conv, DepthwiseConv2D, "
+                "SeparableConv2D, Embedding, EinsumDense, MultiHeadAttention and RNNs can be "
+                "pruned (see keras_prune.handlers)."
             )
         for var in self._targets:
             short = var.name.split("/")[-1]
@@ -146,6 +147,15 @@ class PruneWrapper(keras.layers.Wrapper):
     def get_config(self):
         return {**super().get_config(), "gated": self.gated}
 
+    def get_build_config(self):
+        return self.layer.get_build_config()
+
+    def build_from_config(self, config):
+        if config and "shapes_dict" in config:
+            self.build(**config["shapes_dict"])
+        elif config:
+            self.build(config["input_shape"])
+
     @classmethod
     def from_config(cls, config, custom_objects=None):
         # Files written before ``gated`` existed always held gates.
@@ -170,6 +180,9 @@ class PruneWrapper(keras.layers.Wrapper):
             if updated is not None:
                 var.assign(updated)
         return outputs
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return self.layer.compute_mask(inputs, previous_mask)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -225,3 +238,47 @@ class PruneWrapper(keras.layers.Wrapper):
     def sparsity(self) -> float:
         """Fraction of the layer's prunable weights that are masked out."""
         return self.pruned_count() / self.weight_count()
+
+
+def strip_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A copy of `layer` without keras_prune classes: a wrapper becomes a copy of its inner
+    layer holding ``w * mask`` (times the gate, if gated), any other layer a plain copy.
+
+    Args:
+        layer: a built layer, wrapped or not.
+
+    Returns:
+        A new, built layer with the same config and (baked) weights.
+
+    Example:
+
+    ```python
+    plain = strip_layer(model.get_layer("fc1"))  # a Dense with pruned weights at 0.0
+    ```
+    """
+    if not isinstance(layer, PruneWrapper):
+        return copy_layer(layer)
+    baked = {id(v): w for v, w in zip(layer.pruned_variables, layer.effective_weights())}
+    return copy_layer(layer.layer, [baked.get(id(v), v) for v in layer.layer.weights])
+
+
+def copy_layer(layer: keras.layers.Layer, weights: Sequence | None = None) -> keras.layers.Layer:
+    """A new layer from `layer`'s config, built like it, holding `weights` (default: its own).
+
+    A layer that was never built (nothing to copy yet) is copied unbuilt.
+
+    Args:
+        layer: a Keras layer.
+        weights: values for the new layer's ``weights``, in order; None copies the layer's.
+
+    Returns:
+        The new layer.
+    """
+    new = layer.__class__.from_config(layer.get_config())
+    build_config = layer.get_build_config()
+    if build_config is not None:
+        if not new.built:  # some layers (keras-hub's) build themselves from their config
+            new.build_from_config(build_config)
+        values = layer.weights if weights is None else weights
+        new.set_weights([keras.ops.convert_to_numpy(w) for w in values])
+    return new

@@ -10,7 +10,8 @@ from keras import layers
 
 import keras_prune
 from keras_prune.errors import ModelError
-from keras_prune.shrink import coupled_units, multiply_adds, shrink_with_report
+from keras_prune.graph import coupled_units
+from keras_prune.shrink import multiply_adds, shrink_with_report
 from keras_prune.wrapper import PruneWrapper
 from keras_prune_cli.main import main
 

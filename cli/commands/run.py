@@ -162,11 +162,12 @@ class _PrunerChoice(click.Choice):
 @click.option("--augment", is_flag=True, help="Shift retraining images by up to 2 pixels each epoch.")
 @click.option(
     "--granularity",
-    type=click.Choice(["weight", "neuron", "filter"]),
+    type=click.Choice(["weight", "neuron", "filter", "head"]),
     default="weight",
     show_default=True,
     help="Prune single weights, or whole units: neuron and filter both remove whole "
-    "Dense neurons and Conv filters (then `keras-prune shrink` makes the model smaller).",
+    "Dense neurons and Conv filters, head whole MultiHeadAttention heads (then "
+    "`keras-prune shrink` makes the model smaller).",
 )
 @click.option(
     "--unit-norm",

@@ -36,11 +36,12 @@ class TaskLoss:
     Args:
         model: the model being scored. If it is compiled with a single loss
             (a `keras.losses.Loss`, a loss function or a loss name), that loss is
-            used; otherwise ``SparseCategoricalCrossentropy(from_logits=True)``
+            used; one loss per output (a list, or a dict by output name) scores the sum
+            of the outputs' losses; otherwise ``SparseCategoricalCrossentropy(from_logits=True)``
             (keras-prune's models output logits).
 
     Raises:
-        InputError: the model is compiled with several losses (a list or dict).
+        InputError: a loss keras-prune cannot call.
 
     Example:
 
@@ -54,25 +55,48 @@ class TaskLoss:
         loss = getattr(model, "loss", None)
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if isinstance(loss, (list, tuple, dict)):
-            raise InputError(
-                f"model '{model.name}' is compiled with several losses; the data-driven "
-                "criteria need a single-output model with one loss"
-            )
+        self.output_names: list[str] | None = None
+        if isinstance(loss, dict):  # one loss per named output; outputs without one are not scored
+            self.output_names = [n for n in model.output_names if loss.get(n) is not None]
+            loss = [loss[n] for n in self.output_names]
+        if isinstance(loss, (list, tuple)):
+            self.loss = [self._callable(model, one) for one in loss]
+        else:
+            self.loss = self._callable(model, loss)
+
+    @staticmethod
+    def _callable(model: keras.Model, loss):
         if isinstance(loss, str):
             loss = keras.losses.get(loss)
         if not callable(loss):
             raise InputError(f"model '{model.name}' has a loss keras-prune cannot call: {loss!r}")
-        self.loss = loss
+        return loss
+
+    def _pick(self, values, index: int):
+        if isinstance(values, dict):
+            return values[self.output_names[index]] if self.output_names else list(values.values())[index]
+        return values[index]
 
     def per_sample(self, y_true, y_pred) -> tf.Tensor:
-        """The loss of each image (unreduced), shape ``(batch,)``."""
+        """The loss of each image (unreduced), shape ``(batch,)``; for a model compiled
+        with one loss per output, the sum of the outputs' losses."""
+        if isinstance(self.loss, list):
+            return tf.add_n(
+                [
+                    self._one(loss, self._pick(y_true, i), self._pick(y_pred, i))
+                    for i, loss in enumerate(self.loss)
+                ]
+            )
+        return self._one(self.loss, y_true, y_pred)
+
+    @staticmethod
+    def _one(loss, y_true, y_pred) -> tf.Tensor:
         if y_true.dtype.is_floating:
             y_true = tf.cast(y_true, y_pred.dtype)
-        if isinstance(self.loss, keras.losses.Loss):
-            losses = self.loss.call(y_true, y_pred)
+        if isinstance(loss, keras.losses.Loss):
+            losses = loss.call(y_true, y_pred)
         else:
-            losses = self.loss(y_true, y_pred)
+            losses = loss(y_true, y_pred)
         rank = len(losses.shape)
         return tf.reduce_mean(losses, axis=list(range(1, rank))) if rank > 1 else losses
 
@@ -87,6 +111,11 @@ class TaskLoss:
             InputError: the loss is not sparse categorical cross-entropy.
         """
         loss = self.loss
+        if isinstance(loss, list):
+            raise InputError(
+                "the Gauss-Newton estimate samples labels from one softmax output; the model "
+                "has one loss per output. Use hessian='hutchinson'."
+            )
         if isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
             from_logits = bool(loss.get_config().get("from_logits", False))
         elif loss is keras.losses.sparse_categorical_crossentropy:
@@ -296,7 +325,7 @@ def check_model(model: keras.Model | None, criterion: str) -> keras.Model:
 
 def batch_weights(batches: Sequence[Batch]) -> list[float]:
     """Each batch's share of the scoring images (batches may differ in size)."""
-    sizes = np.array([int(tf.shape(x)[0]) for x, _ in batches], dtype=np.float64)
+    sizes = np.array([int(tf.shape(tf.nest.flatten(x)[0])[0]) for x, _ in batches], dtype=np.float64)
     return list(sizes / sizes.sum())
 
 

@@ -78,6 +78,11 @@ def _rademacher(shape, seed, dtype) -> tf.Tensor:
     return tf.cast(2 * bits - 1, dtype)
 
 
+def _dense(grads):
+    """Gradients as dense tensors: an Embedding's gradient is an IndexedSlices."""
+    return [tf.convert_to_tensor(g) for g in grads]
+
+
 def derivatives(
     layers: Sequence[PruneWrapper],
     model: keras.Model,
@@ -132,6 +137,7 @@ def derivatives(
     if hessian is not None:
         _check_hessian(hessian)
     variables = scored_variables(layers)
+    sources = [v.value for v in variables]  # tf.Variables: the tape zero-fills unconnected ones
     masks = [m for layer in layers for m in layer.masks]
     loss = TaskLoss(model)
     weights = [w for layer in layers for w in layer.effective_weights()]
@@ -142,7 +148,7 @@ def derivatives(
     def gradient_step(x, y):
         with tf.GradientTape() as tape:
             value = loss.mean(y, model(x, training=False))
-        return tape.gradient(value, variables, unconnected_gradients=zero)
+        return _dense(tape.gradient(value, sources, unconnected_gradients=zero))
 
     @tf.function(reduce_retracing=True)
     def hutchinson_step(x, y, seed_pair):
@@ -156,7 +162,7 @@ def derivatives(
         with tf.autodiff.ForwardAccumulator([v.value for v in variables], probes_z) as acc:
             with tf.GradientTape() as tape:
                 value = loss.mean(y, model(x, training=False))
-            grads = tape.gradient(value, variables, unconnected_gradients=zero)
+            grads = _dense(tape.gradient(value, sources, unconnected_gradients=zero))
         products = acc.jvp(grads, unconnected_gradients=zero)
         return grads, [z * hz for z, hz in zip(probes_z, products)]
 
@@ -167,7 +173,7 @@ def derivatives(
             logits = tf.stop_gradient(loss.categorical_logits(outputs))
             sampled = tf.random.stateless_categorical(logits, 1, seed_pair)[:, 0]
             value = loss.mean(sampled, outputs)
-        grads = tape.gradient(value, variables, unconnected_gradients=zero)
+        grads = _dense(tape.gradient(value, sources, unconnected_gradients=zero))
         count = tf.shape(x)[0]
         return [tf.cast(count, g.dtype) * g * g for g in grads]
 

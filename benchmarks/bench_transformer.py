@@ -1,0 +1,130 @@
+"""Structured pruning of a BERT-base-shaped encoder: FLOPs and parameters removed against
+CPU latency, dense vs shrunk, in the TensorFlow runtime and in TensorFlow Lite.
+
+The encoder is written with keras.layers (post-norm blocks: MultiHeadAttention, residual
+``x + y``, LayerNormalization, Dense -> gelu -> Dense), BERT-base wide (hidden 768, 12
+heads, FFN 3072) with random weights: latency does not depend on the weights' values.
+Half the heads of every attention layer and half the FFN units of every block are
+pruned (magnitude), the model is shrunk with `keras_prune.shrink`, the shrunk model is
+checked against the masked one, and both are timed side by side (interleaved rounds,
+medians) at batch 1 and batch 32.
+
+Run from the repository root (about 3 minutes on 2 shared CPU cores with the defaults):
+
+    .venv/bin/python benchmarks/bench_transformer.py
+
+``--layers 12`` gives the full BERT-base depth (the per-layer ratios are the same; it
+takes about three times as long). Options: ``--help``. Figures: docs/structured.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import time
+import warnings
+from typing import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_prune  # noqa: E402
+from keras_prune.shrink import multiply_adds  # noqa: E402
+
+L = keras.layers
+
+
+def encoder(layers: int, seq: int, hidden: int, heads: int, ffn: int) -> keras.Model:
+    """A BERT-style post-norm encoder on float token embeddings ``(batch, seq, hidden)``."""
+    x = inputs = keras.Input((seq, hidden), name="embeddings")
+    for i in range(layers):
+        attention = L.MultiHeadAttention(heads, hidden // heads, name=f"mha{i}")(x, x)
+        x = L.LayerNormalization(epsilon=1e-12, name=f"ln{i}a")(x + attention)
+        h = keras.ops.gelu(L.Dense(ffn, name=f"ffn{i}_in")(x))
+        x = L.LayerNormalization(epsilon=1e-12, name=f"ln{i}b")(x + L.Dense(hidden, name=f"ffn{i}_out")(h))
+    return keras.Model(inputs, x, name="encoder")
+
+
+def runners(model: keras.Model, batch: int, threads: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Callables that run one batch through `model` in each runtime."""
+    fn = tf.function(lambda x: model(x, training=False))
+    concrete = fn.get_concrete_function(tf.TensorSpec((batch, *model.input_shape[1:]), tf.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+        interpreter = tf.lite.Interpreter(model_content=converter.convert(), num_threads=threads)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]["index"]
+    target = interpreter.get_output_details()[0]["index"]
+
+    def run_tflite(x: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(source, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(target)
+
+    return {"tf": lambda x: concrete(tf.constant(x)).numpy(), "tflite": run_tflite}
+
+
+def time_side_by_side(models: dict[str, keras.Model], batch: int, rounds: int, threads: int) -> dict:
+    """Median seconds per batch for each model and runtime, interleaved every round."""
+    x = np.random.default_rng(0).standard_normal((batch, *models["dense"].input_shape[1:])).astype("float32")
+    run = {name: runners(model, batch, threads) for name, model in models.items()}
+    for fns in run.values():
+        for f in fns.values():
+            f(x)
+            f(x)
+    samples: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for name, fns in run.items():
+            for runtime, f in fns.items():
+                started = time.perf_counter()
+                f(x)
+                samples.setdefault((name, runtime), []).append(time.perf_counter() - started)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--ffn", type=int, default=3072)
+    parser.add_argument("--fraction", type=float, default=0.5, help="share of heads and FFN units pruned")
+    parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    keras.utils.set_random_seed(0)
+
+    dense = encoder(args.layers, args.seq, args.hidden, args.heads, args.ffn)
+    model = keras_prune.prunable(dense)
+    keras_prune.prune(model, {f"mha{i}": args.fraction for i in range(args.layers)}, granularity="head")
+    keras_prune.prune(model, {f"ffn{i}_in": args.fraction for i in range(args.layers)}, granularity="neuron")
+    small, report = keras_prune.shrink_with_report(model)
+    x = np.random.default_rng(1).standard_normal((2, args.seq, args.hidden)).astype("float32")
+    diff = float(np.max(np.abs(model(x) - small(x))))
+    print(f"{datetime.date.today()}  {sys.argv}")
+    print(f"shrunk vs masked: max |difference| {diff:.2e}")
+    (p0, p1), (m0, m1) = report.parameters, report.multiply_adds
+    print(f"parameters {p0:,} -> {p1:,} ({p0 / p1:.2f}x fewer); "
+          f"FLOPs per example {2 * m0:,} -> {2 * m1:,} ({m0 / m1:.2f}x fewer)")
+    assert m0 == multiply_adds(dense)
+    print(f"{'batch':>5} {'runtime':>8} {'dense ms':>10} {'shrunk ms':>10} {'speed-up':>9}")
+    for batch in (int(b) for b in args.batches.split(",")):
+        medians = time_side_by_side({"dense": dense, "shrunk": small}, batch, args.rounds, args.threads)
+        for runtime in ("tf", "tflite"):
+            d, s = medians[("dense", runtime)], medians[("shrunk", runtime)]
+            print(f"{batch:>5} {runtime:>8} {1e3 * d:>10.1f} {1e3 * s:>10.1f} {d / s:>8.2f}x", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Every use of private Keras API in keras-prune, one named accessor each.
+
+Keras 3 does not export some things keras-prune needs to read a model: the class of
+Functional models, the nodes of a graph in call order, a layer's direct sublayers.
+Each accessor below touches one private name; tests/test_graph.py tests each one, so a
+Keras release that moves a name fails one clear test, and this module is the one place
+to fix. No other module imports ``keras.src``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+
+def functional_class() -> type:
+    """The class of models built with ``keras.Model(inputs, outputs)`` (not exported by Keras).
+
+    Returns:
+        ``keras.src.models.functional.Functional``.
+    """
+    from keras.src.models.functional import Functional
+
+    return Functional
+
+
+def is_graph_model(model: Any) -> bool:
+    """Whether `model` is a Sequential or Functional model (subclasses included).
+
+    Example:
+
+    ```python
+    is_graph_model(keras.applications.MobileNetV2(weights=None))  # True
+    ```
+    """
+    return isinstance(model, (keras.Sequential, functional_class()))
+
+
+def graph_of(model: keras.Model):
+    """The Functional graph behind a Sequential or Functional model, or None if a
+    Sequential model has no input yet (Keras keeps it in the private ``_functional``)."""
+    if isinstance(model, keras.Sequential):
+        return model._functional
+    return model
+
+
+def graph_nodes(graph) -> list:
+    """The call nodes of a Functional graph in execution order, input nodes excluded.
+
+    Keras keeps them in the private ``_nodes_by_depth`` (unchanged through Keras 3.x);
+    ``Functional.call`` walks them the same way: deepest first.
+
+    Returns:
+        `keras` Node objects; each has ``operation``, ``arguments`` and ``outputs``.
+    """
+    nodes = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        nodes.extend(n for n in graph._nodes_by_depth[depth] if not n.is_input and n.operation)
+    return nodes
+
+
+def producer(tensor) -> Any:
+    """The operation (layer or op) that produced a symbolic tensor (its ``_keras_history``)."""
+    return tensor._keras_history.operation
+
+
+def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """The layers a layer holds directly (not recursively), in creation order.
+
+    Keras tracks them in the private ``_flatten_layers``; a model's ``layers`` is the
+    public form for models only.
+    """
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def elementwise_op_classes() -> tuple[type, ...]:
+    """The op classes behind ``x + y``, ``x - y``, ``x * y``, ``keras.ops.maximum`` and
+    ``keras.ops.minimum`` on two symbolic tensors (not exported by Keras)."""
+    from keras.src.ops import numpy as numpy_ops
+
+    return (numpy_ops.Add, numpy_ops.Subtract, numpy_ops.Multiply, numpy_ops.Maximum, numpy_ops.Minimum)
+
+
+def elementwise_activation_op_classes() -> tuple[type, ...]:
+    """The op classes behind element-wise activations called as ops on a symbolic
+    tensor (``keras.ops.relu(x)``, ``keras.ops.gelu(x)``, ...; not exported by Keras)."""
+    from keras.src.ops import nn, numpy as numpy_ops
+
+    names = (
+        "Relu", "Relu6", "Sigmoid", "Softplus", "Softsign", "Silu", "LeakyRelu", "HardSigmoid",
+        "HardSilu", "Elu", "Selu", "Gelu", "Celu", "TanhShrink", "HardTanh", "SoftShrink",
+        "HardShrink", "LogSigmoid", "SparsePlus", "Squareplus",
+    )
+    return tuple(getattr(nn, n) for n in names if hasattr(nn, n)) + (numpy_ops.Tanh,)

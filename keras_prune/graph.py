@@ -1,0 +1,493 @@
+"""The model's structure: walk a Keras model, rebuild it with substitutions, and find
+which units are coupled.
+
+One module reads Keras 3 models for all of keras-prune: Sequential and Functional
+models, nested models, shared layers, and the op and operator nodes (``x + y``,
+``keras.ops.gelu``, an Embedding's mask, keras-hub's ``GetItem``) that Functional
+graphs hold besides layers.
+
+- `walk` and `top_layers` list layers, nested models included.
+- `rebuild` builds a new model from an old one, each layer replaced by what a function
+  returns; `keras_prune.prunable` (wrap), `keras_prune.strip` (unwrap) and
+  `keras_prune.shrink` (smaller layers) all go through it. Op nodes are stateless and
+  are reused as they are.
+- `analyse_units` and `coupled_units` follow the units of Dense/Conv layers along the
+  graph: units joined by an element-wise merge (a residual Add, ``x + y``) form one
+  class and can only be pruned or removed together.
+
+Private Keras API is read through `keras_prune._keras_compat` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import keras
+import numpy as np
+
+from keras_prune import _keras_compat
+from keras_prune.errors import ModelError
+from keras_prune.wrapper import PruneWrapper
+
+
+def top_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The model's top-level layers that selectors index, input layers excluded."""
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def walk(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, keras.layers.Layer]]:
+    """Yields (path, layer) for every layer, depth first, nested models included.
+
+    Args:
+        model: any Keras model.
+        prefix: prepended to every path (a nested model's path and a slash).
+
+    Example:
+
+    ```python
+    dict(walk(model))["encoder/fc1"]  # the layer fc1 inside the nested model encoder
+    ```
+    """
+    for layer in top_layers(model):
+        path = f"{prefix}{layer.name}"
+        yield path, layer
+        if isinstance(layer, keras.Model):
+            yield from walk(layer, prefix=f"{path}/")
+
+
+def check_graph_model(model: keras.Model) -> None:
+    """Raises ModelError unless `model` is a Sequential or Functional model."""
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"expected a Keras model, got {type(model).__name__}")
+    if not _keras_compat.is_graph_model(model):
+        raise ModelError(
+            f"'{model.name}' is a subclassed model ({type(model).__name__}); keras-prune works on "
+            "Sequential and Functional models only. Build the model with the Functional "
+            "API, or wrap its layers yourself with keras_prune.PruneWrapper."
+        )
+
+
+def graph_nodes(model: keras.Model):
+    """The Functional graph behind a built Sequential or Functional model, and its call
+    nodes in execution order.
+
+    Raises:
+        ModelError: the model is subclassed, or a Sequential model without an input.
+    """
+    check_graph_model(model)
+    graph = _keras_compat.graph_of(model)
+    if graph is None:
+        raise ModelError(f"model '{model.name}' is not built; build it (or give it an Input) first")
+    return graph, _keras_compat.graph_nodes(graph)
+
+
+Replace = Callable[[keras.layers.Layer], keras.layers.Layer]
+AfterCall = Callable[[keras.layers.Layer, keras.layers.Layer], None]
+
+
+def rebuild(model: keras.Model, replace: Replace, after_call: AfterCall | None = None) -> keras.Model:
+    """A new model with the same graph, each layer replaced by ``replace(layer)``.
+
+    Nested Sequential and Functional models are rebuilt the same way (recursively);
+    a layer used at several places is replaced once and shared alike; op nodes
+    (``x + y``, ``keras.ops`` calls) are reused. The new model is not compiled.
+
+    Args:
+        model: a Sequential or Functional model.
+        replace: returns the layer to use for a given layer (may be the same one).
+        after_call: called as ``after_call(old, new)`` once the new layer has been
+            called for the first time (built), e.g. to set its weights.
+
+    Returns:
+        The new model: Sequential stays Sequential, any Functional becomes a plain
+        Functional model with the same name.
+
+    Raises:
+        ModelError: `model` (or a model nested in it) is subclassed.
+
+    Example:
+
+    ```python
+    copy = rebuild(model, lambda layer: layer.__class__.from_config(layer.get_config()))
+    ```
+    """
+    check_graph_model(model)
+    cache: dict[int, keras.layers.Layer] = {}
+
+    def substitute(layer):
+        if id(layer) not in cache:
+            if not isinstance(layer, keras.layers.Layer):
+                cache[id(layer)] = layer
+            elif _keras_compat.is_graph_model(layer):
+                cache[id(layer)] = _rebuild(layer, substitute, after_call)
+            else:
+                cache[id(layer)] = replace(layer)
+        return cache[id(layer)]
+
+    return _rebuild(model, substitute, after_call)
+
+
+def _rebuild(model: keras.Model, substitute: Replace, after_call: AfterCall | None) -> keras.Model:
+    graph = _keras_compat.graph_of(model)
+    if isinstance(model, keras.Sequential):
+        # Each layer is called once, by the new Sequential model itself, so that
+        # `layer.input` and `layer.output` stay defined.
+        layers = [substitute(layer) for layer in model.layers]
+        if graph is None:  # never given an input: nothing is built yet
+            return keras.Sequential(layers, name=model.name, trainable=model.trainable)
+        (first,) = keras.tree.flatten(graph.input)
+        start = keras.Input(batch_shape=first.shape, dtype=first.dtype, name=_keras_compat.producer(first).name)
+        new_model = keras.Sequential([start, *layers], name=model.name, trainable=model.trainable)
+        if after_call is not None:
+            for old, new in zip(model.layers, layers):
+                after_call(old, new)
+        return new_model
+    tensors: dict[int, object] = {}
+
+    def new_input(t):
+        x = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=_keras_compat.producer(t).name)
+        tensors[id(t)] = x
+        return x
+
+    inputs = keras.tree.map_structure(new_input, graph.input)
+    called: set[int] = set()
+    for node in _keras_compat.graph_nodes(graph):
+        old = node.operation
+        new = substitute(old)
+        args, kwargs = node.arguments.fill_in(tensors)
+        outputs = new(*args, **kwargs)
+        if after_call is not None and id(old) not in called and isinstance(old, keras.layers.Layer):
+            after_call(old, new)
+        called.add(id(old))
+        for t, y in zip(node.outputs, keras.tree.flatten(outputs)):
+            tensors[id(t)] = y
+    outputs = keras.tree.map_structure(lambda t: tensors[id(t)], graph.output)
+    return keras.Model(inputs, outputs, name=model.name, trainable=model.trainable)
+
+
+UNIT_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+"""The layer types whose output units can be pruned and removed."""
+
+_ELEMENTWISE_ACTIVATIONS = frozenset(
+    {
+        "celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu",
+        "hard_swish", "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "mish", "relu",
+        "relu6", "selu", "sigmoid", "silu", "soft_shrink", "softplus", "softsign",
+        "sparse_plus", "squareplus", "swish", "tanh", "tanh_shrink",
+    }
+)
+_ACTIVATION_LAYERS = (keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU)
+_INFERENCE_IDENTITY = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.ActivityRegularization,
+    keras.layers.Identity,
+)
+_SPATIAL = (
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.UpSampling1D,
+    keras.layers.UpSampling2D,
+    keras.layers.UpSampling3D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Cropping3D,
+)
+_MERGES = (
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Multiply,
+    keras.layers.Average,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+)
+
+
+class UnitClasses:
+    """Union-find over units; a class is removable when all its units are dead and
+    nothing pins it."""
+
+    def __init__(self):
+        self._parent: list[int] = []
+        self._alive: list[bool] = []
+        self._reason: dict[int, str] = {}
+
+    def new(self, alive: bool, count: int = 1) -> np.ndarray:
+        start = len(self._parent)
+        self._parent.extend(range(start, start + count))
+        self._alive.extend([alive] * count)
+        return np.arange(start, start + count)
+
+    def find(self, i: int) -> int:
+        root = i
+        while self._parent[root] != root:
+            root = self._parent[root]
+        while self._parent[i] != root:
+            self._parent[i], i = root, self._parent[i]
+        return root
+
+    def union(self, i: int, j: int) -> None:
+        a, b = self.find(int(i)), self.find(int(j))
+        if a == b:
+            return
+        self._parent[b] = a
+        self._alive[a] = self._alive[a] or self._alive[b]
+        if a not in self._reason and b in self._reason:
+            self._reason[a] = self._reason[b]
+
+    def pin(self, i: int, reason: str) -> None:
+        self._reason.setdefault(self.find(int(i)), reason)
+
+    def dead(self, i: int) -> bool:
+        return not self._alive[self.find(int(i))]
+
+    def reason(self, i: int) -> str | None:
+        return self._reason.get(self.find(int(i)))
+
+    def removed(self, nodes: np.ndarray) -> np.ndarray:
+        return np.array([self.dead(i) and self.reason(i) is None for i in nodes], dtype=bool)
+
+
+@dataclass
+class TensorUnits:
+    """The unit classes along a tensor's last axis and, for dead classes, their constant value."""
+
+    nodes: np.ndarray
+    const: np.ndarray
+
+
+@dataclass
+class UnitAnalysis:
+    """What `analyse_units` found: unit classes, units per tensor and per unit layer."""
+
+    classes: UnitClasses = field(default_factory=UnitClasses)
+    units: dict[int, TensorUnits | None] = field(default_factory=dict)  # id(KerasTensor) -> units
+    outputs: dict[int, TensorUnits] = field(default_factory=dict)  # id(unit layer) -> its units
+    dead: dict[int, np.ndarray] = field(default_factory=dict)  # id(unit layer) -> dead units
+    inputs: dict[int, TensorUnits | None] = field(default_factory=dict)  # id(layer) -> input units
+    layers: list[keras.layers.Layer] = field(default_factory=list)  # unit layers and BN, graph order
+
+
+def is_unit_layer(layer: keras.layers.Layer) -> bool:
+    """Whether `layer` (or the layer a `PruneWrapper` holds) has removable output units.
+
+    Dense and Conv1D/2D/3D layers with channels-last data, ``groups=1`` and no LoRA
+    qualify; subclasses do not, as they may compute differently.
+
+    Args:
+        layer: any layer.
+
+    Returns:
+        True for a unit layer.
+    """
+    inner = layer.layer if isinstance(layer, PruneWrapper) else layer
+    if type(inner) not in UNIT_LAYERS or getattr(inner, "lora_enabled", False):
+        return False
+    if isinstance(inner, keras.layers.Dense):
+        return True
+    return inner.data_format == "channels_last" and inner.groups == 1
+
+
+def _activation_name(fn) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _as_float32(const: np.ndarray) -> np.ndarray:
+    return const.astype(np.float32)[None, :]
+
+
+def _apply(fn, const: np.ndarray) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(fn(_as_float32(const))), dtype=np.float64)[0]
+
+
+def _channels_last(layer) -> bool:
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def _is_last_axis(axis, rank: int) -> bool:
+    return isinstance(axis, int) and axis in (-1, rank - 1)
+
+
+def inner_layer(layer):
+    """The layer a `PruneWrapper` holds, or `layer` itself."""
+    return layer.layer if isinstance(layer, PruneWrapper) else layer
+
+
+def kernel_and_bias(layer) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel the layer computes with (masked, for a wrapper) and its bias (or zeros)."""
+    if isinstance(layer, PruneWrapper):
+        baked = {id(v): w for v, w in zip(layer.pruned_variables, layer.effective_weights())}
+        kernel = baked[id(layer.layer.kernel)].astype(np.float64)
+        layer = layer.layer
+    else:
+        kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+    if layer.use_bias:
+        bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
+    else:
+        bias = np.zeros(kernel.shape[-1])
+    return kernel, bias
+
+
+def _is_merge(op, node) -> bool:
+    """An element-wise merge layer, or an element-wise binary op on two tensors (``x + y``)."""
+    if type(op) in _MERGES:
+        return True
+    return (
+        type(op) in _keras_compat.elementwise_op_classes()
+        and len(node.arguments.keras_tensors) == 2
+        and not node.arguments.kwargs
+        and len(node.arguments.args) == 2
+    )
+
+
+def analyse_units(model: keras.Model) -> UnitAnalysis:
+    """Follows the units of the model's unit layers through its graph (see `coupled_units`).
+
+    Returns:
+        The unit classes (union-find), the units on every tensor, and per unit layer its
+        input units, output units and dead units, with the constant each dead unit outputs.
+    """
+    graph, nodes = graph_nodes(model)
+    state = UnitAnalysis()
+    classes = state.classes
+    calls: dict[int, int] = {}
+    for node in nodes:
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+
+    def pin_all(units: TensorUnits | None, reason: str) -> None:
+        if units is not None:
+            for i in units.nodes:
+                classes.pin(i, reason)
+
+    for node in nodes:
+        op = node.operation
+        tensors = node.arguments.keras_tensors
+        ins = [state.units.get(id(t)) for t in tensors]
+        out: TensorUnits | None = None
+        kind = type(op).__name__
+        single = len(tensors) == 1 and len(node.outputs) == 1
+        barrier = f"'{op.name}' ({kind}) uses them and shrink cannot see through it"
+        if calls[id(op)] > 1:
+            barrier = f"'{op.name}' uses them and is called more than once"
+        elif single and is_unit_layer(op):
+            kernel, bias = kernel_and_bias(op)
+            dead = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
+            nodes_out = np.concatenate([classes.new(not d) for d in dead])
+            activation = _activation_name(inner_layer(op).activation)
+            if activation in _ELEMENTWISE_ACTIVATIONS:
+                const = np.where(dead, _apply(inner_layer(op).activation, bias), np.nan)
+            else:
+                const = np.full(bias.shape, np.nan)
+                for i in nodes_out:
+                    classes.pin(i, f"'{op.name}' applies {activation} across its units")
+            out = TensorUnits(nodes_out, const)
+            state.inputs[id(op)], state.outputs[id(op)], state.dead[id(op)] = ins[0], out, dead
+            state.layers.append(op)
+            barrier = None
+        elif single and isinstance(op, keras.layers.BatchNormalization):
+            if _is_last_axis(op.axis, len(tensors[0].shape)) and ins[0] is not None:
+                c = ins[0].const
+                mean = keras.ops.convert_to_numpy(op.moving_mean).astype(np.float64)
+                var = keras.ops.convert_to_numpy(op.moving_variance).astype(np.float64)
+                gamma = keras.ops.convert_to_numpy(op.gamma).astype(np.float64) if op.scale else 1.0
+                beta = keras.ops.convert_to_numpy(op.beta).astype(np.float64) if op.center else 0.0
+                out = TensorUnits(ins[0].nodes, (c - mean) / np.sqrt(var + op.epsilon) * gamma + beta)
+                state.inputs[id(op)] = ins[0]
+                state.layers.append(op)
+                barrier = None
+        elif single and (
+            isinstance(op, _ACTIVATION_LAYERS)
+            or type(op) in _keras_compat.elementwise_activation_op_classes()
+            or (isinstance(op, keras.layers.Activation) and _activation_name(op.activation) in _ELEMENTWISE_ACTIVATIONS)
+        ):
+            out = None if ins[0] is None else TensorUnits(ins[0].nodes, _apply(op, ins[0].const))
+            barrier = None
+        elif single and (type(op) in _INFERENCE_IDENTITY or (type(op) in _SPATIAL and _channels_last(op))):
+            out, barrier = ins[0], None
+        elif single and type(op) is keras.layers.Flatten and _channels_last(op):
+            shape = tensors[0].shape[1:]
+            if ins[0] is None:
+                barrier = None
+            elif all(d is not None for d in shape):
+                positions = int(np.prod(shape[:-1]))
+                out = TensorUnits(np.tile(ins[0].nodes, positions), np.tile(ins[0].const, positions))
+                barrier = None
+        elif _is_merge(op, node) and len(node.outputs) == 1 and len(tensors) >= 2:
+            shapes = {tuple(t.shape) for t in tensors}
+            if len(shapes) == 1 and all(u is not None for u in ins):
+                for u in ins[1:]:
+                    for i, j in zip(ins[0].nodes, u.nodes):
+                        classes.union(i, j)
+                consts = [_as_float32(u.const) for u in ins]
+                const = keras.ops.convert_to_numpy(op(consts) if type(op) in _MERGES else op(*consts))
+                out = TensorUnits(ins[0].nodes, np.asarray(const, dtype=np.float64)[0])
+                barrier = None
+        elif type(op) is keras.layers.Concatenate and len(node.outputs) == 1:
+            rank = len(tensors[0].shape)
+            if _is_last_axis(op.axis, rank) and all(t.shape[-1] is not None for t in tensors):
+                parts = []
+                for t, u in zip(tensors, ins):
+                    if u is None:
+                        u = TensorUnits(classes.new(True, t.shape[-1]), np.full(t.shape[-1], np.nan))
+                        pin_all(u, barrier)
+                    parts.append(u)
+                out = TensorUnits(
+                    np.concatenate([u.nodes for u in parts]), np.concatenate([u.const for u in parts])
+                )
+                barrier = None
+        if barrier is not None:
+            for u in ins:
+                pin_all(u, barrier)
+            out = None
+        for t in node.outputs:
+            state.units[id(t)] = out
+    for t in keras.tree.flatten(graph.output):
+        pin_all(state.units.get(id(t)), "they reach the model's output")
+    return state
+
+
+def coupled_units(model: keras.Model) -> dict[keras.layers.Layer, np.ndarray]:
+    """Which output units of the model's unit layers are tied together by the graph.
+
+    Units joined by an element-wise merge (Add, Subtract, Multiply, Average, Maximum,
+    Minimum), directly or through activations, pooling, BatchNormalization,
+    Concatenate and the like, must be removed together: they share a class id.
+
+    Args:
+        model: a Sequential or Functional model, wrapped or plain.
+
+    Returns:
+        For each unit layer of the model's own graph (see `is_unit_layer`; nested
+        models and layers called more than once are not included), one class id per
+        output unit. Two units are coupled exactly when their ids are equal.
+
+    Example:
+
+    ```python
+    classes = coupled_units(resnet)
+    classes[resnet.get_layer("stem")]  # the same ids as the block convs added to it
+    ```
+    """
+    state = analyse_units(model)
+    return {
+        layer: np.array([state.classes.find(int(i)) for i in state.outputs[id(layer)].nodes])
+        for layer in state.layers
+        if id(layer) in state.outputs
+    }
+

@@ -1,0 +1,227 @@
+"""The model zoo: models nobody on the team designed, through the whole pipeline.
+
+For each model (tiny configs, random weights, small inputs): prunable -> prune (each of the
+seven criteria on at least one model) -> fit a few steps; pruned weights exactly 0 and
+biases untouched; the .keras round trip and strip give the same outputs; a SavedModel
+export loads and serves (for single-input models); unit or head pruning then shrink gives
+the same outputs with fewer parameters.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_prune as kp
+
+L = keras.layers
+RNG = np.random.default_rng(0)
+
+
+def _images(n=2, size=32):
+    return RNG.uniform(0, 1, (n, size, size, 3)).astype("float32")
+
+
+def _tokens(n=2, length=8, vocabulary=100):
+    x = RNG.integers(1, vocabulary, (n, length)).astype("int32")
+    x[:, -2:] = 0  # padding
+    return x
+
+
+def _app(builder, **kwargs):
+    return lambda: builder(weights=None, input_shape=(32, 32, 3), classes=4, classifier_activation=None, **kwargs)
+
+
+def _encoder():
+    """A Transformer encoder written with keras.layers, ``x + y`` and keras.ops."""
+    tokens = keras.Input((8,), dtype="int32", name="tokens")
+    positions = keras.ops.arange(8)
+    h = L.Embedding(100, 16, name="emb")(tokens) + L.Embedding(8, 16, name="pos")(positions)
+    for i in range(2):
+        a = L.MultiHeadAttention(4, 4, name=f"mha{i}")(h, h)
+        h = L.LayerNormalization(name=f"ln{i}a")(h + a)
+        f = L.Dense(32, name=f"up{i}")(h)
+        h = L.LayerNormalization(name=f"ln{i}b")(h + L.Dense(16, name=f"down{i}")(keras.ops.gelu(f)))
+    return keras.Model(tokens, L.Dense(4, name="head")(L.GlobalAveragePooling1D()(h)), name="encoder")
+
+
+def _vit():
+    """A ViT-style model: patches as tokens, a learned class token, pre-norm blocks."""
+    images = keras.Input((32, 32, 3))
+    patches = L.Conv2D(16, 8, strides=8, name="patchify")(images)
+    h = L.Reshape((16, 16))(patches)
+    h = h + L.Embedding(16, 16, name="pos")(keras.ops.arange(16))
+    for i in range(2):
+        n = L.LayerNormalization(name=f"ln{i}a")(h)
+        h = h + L.MultiHeadAttention(2, 8, name=f"mha{i}")(n, n)
+        n = L.LayerNormalization(name=f"ln{i}b")(h)
+        h = h + L.Dense(16, name=f"fc{i}b")(L.Dense(32, activation="gelu", name=f"fc{i}a")(n))
+    h = L.LayerNormalization(name="ln_out")(h)
+    return keras.Model(images, L.Dense(4, name="head")(h[:, 0]), name="vit")
+
+
+def _text_rnn():
+    tokens = keras.Input((8,), dtype="int32")
+    h = L.Embedding(100, 8, mask_zero=True, name="emb")(tokens)
+    h = L.Bidirectional(L.LSTM(6, return_sequences=True), name="bilstm")(h)
+    h = L.TimeDistributed(L.Dense(6), name="td")(h)
+    h = L.GRU(6, name="gru")(h)
+    return keras.Model(tokens, L.Dense(4, name="head")(L.Dense(12, activation="relu", name="fc")(h)), name="rnn")
+
+
+def _hub(kind):
+    def build():
+        import keras_hub
+
+        common = dict(vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16)
+        if kind == "bert":
+            backbone = keras_hub.models.BertBackbone(**common)
+        else:
+            backbone = keras_hub.models.GPT2Backbone(**common)
+        inputs = {name: keras.Input((8,), dtype="int32", name=name) for name in backbone.input}
+        outputs = backbone(inputs)
+        sequence = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
+        return keras.Model(inputs, L.Dense(4, name="head")(L.GlobalAveragePooling1D()(sequence)), name=kind)
+
+    return build
+
+
+def _hub_inputs(kind):
+    def make(n=2):
+        x = {"token_ids": _tokens(n), "padding_mask": (_tokens(n) > 0).astype("int32")}
+        if kind == "bert":
+            x["segment_ids"] = np.zeros((n, 8), "int32")
+        return x
+
+    return make
+
+
+@dataclass
+class Case:
+    """A zoo model, the criterion that prunes its weights, and its structured pruning."""
+
+    build: Callable[[], keras.Model]
+    inputs: Callable[..., Any]
+    criterion: str | None  # prunes every wrapped layer by weight (None: skip)
+    structured: tuple = ()  # (granularity, {layer: fraction of its units or heads}) pairs
+    options: dict | None = None  # the weight criterion's options
+    unit_criterion: str = "magnitude"
+    unit_options: dict | None = None
+    savedmodel: bool = True  # export and serve (slow for the large CNNs: their strip and
+    # .keras round trip are tested, and the export path is the same)
+
+
+CASES = {
+    "mobilenetv2": Case(_app(keras.applications.MobileNetV2, alpha=0.35), _images, "magnitude", (("filter", {"Conv_1": 0.5}),)),
+    "mobilenetv3small": Case(_app(keras.applications.MobileNetV3Small, include_preprocessing=False), _images, "taylor1", (("filter", {"conv_1": 0.5}),)),
+    "resnet50": Case(_app(keras.applications.ResNet50), _images, "magnitude", (("filter", {"conv2_block1_1_conv": 0.5}),), savedmodel=False),
+    "efficientnetb0": Case(_app(keras.applications.EfficientNetB0), _images, "l1", (("filter", {"top_conv": 0.5}),), savedmodel=False),
+    "convnexttiny": Case(_app(keras.applications.ConvNeXtTiny), _images, "magnitude",
+                         (("neuron", {"convnext_tiny_stage_3_block_2_pointwise_conv_1": 0.5}),), savedmodel=False),
+    "densenet121": Case(_app(keras.applications.DenseNet121), _images, "magnitude", (("filter", {"conv2_block1_1_conv": 0.5}),), savedmodel=False),
+    "encoder": Case(_encoder, _tokens, "taylor2", (("head", {"mha0": 0.5, "mha1": 0.5}), ("neuron", {"up1": 0.5})),
+                    options={"probes": 1},
+                    unit_criterion="taylor1"),
+    "rnn": Case(_text_rnn, _tokens, "taylor12", (("neuron", {"fc": 0.5}),), options={"probes": 1, "hessian": "gauss-newton"},
+                unit_criterion="emp"),
+    "vit": Case(_vit, _images, "l2", (("head", {"mha0": 0.5}), ("neuron", {"fc1a": 0.5})),
+                unit_criterion="l2"),
+    "bert": Case(_hub("bert"), _hub_inputs("bert"), "taylor1", savedmodel=False),
+    "gpt2": Case(_hub("gpt2"), _hub_inputs("gpt2"), "magnitude", savedmodel=False),
+}
+
+
+def _out(model, x):
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def _biases(model):
+    return {
+        v.path: v.numpy().copy()
+        for w in kp.wrapped_layers(model)
+        for v in w.layer.weights
+        if v.trainable and all(v is not p for p in w.pruned_variables)
+    }
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_zoo_model_prunes_trains_saves_strips_and_shrinks(name, tmp_path):
+    case = CASES[name]
+    if name in ("bert", "gpt2"):
+        pytest.importorskip("keras_hub")
+    original = case.build()
+    x, y = case.inputs(), np.array([0, 3], "int32")
+    model = kp.prunable(original)
+    wrapped = kp.wrapped_layers(model)
+    assert wrapped
+    np.testing.assert_allclose(_out(model, x), _out(original, x), rtol=1e-4, atol=1e-5)
+
+    # prune every wrapped layer by weight with this case's criterion
+    model.compile(
+        keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False
+    )
+    biases = _biases(model)
+    if case.criterion is not None:
+        kp.prune(model, {w.name: 0.5 for w in wrapped}, case.criterion, data=[(x, y)], criterion_options=case.options)
+        for w in wrapped:
+            assert w.sparsity() == pytest.approx(0.5, abs=0.02), w.name
+    after = _biases(model)
+    assert all(np.array_equal(biases[k], after[k]) for k in biases)  # pruning never touches a bias
+
+    # structured: units or heads, then fit a few steps
+    for granularity, fractions in case.structured:
+        kp.prune(model, fractions, case.unit_criterion, data=[(x, y)], granularity=granularity,
+                 criterion_options=case.unit_options)
+    model.fit(x, y, epochs=1, batch_size=2, verbose=0)
+    for w in wrapped:
+        for var, mask in zip(w.pruned_variables, w.mask_arrays()):
+            assert np.all(var.numpy()[mask == 0] == 0.0), w.name
+    expected = _out(model, x)
+
+    # .keras round trip and strip
+    path = tmp_path / f"{name}.keras"
+    kp.save_model(model, path)
+    np.testing.assert_allclose(_out(kp.load_model(path), x), expected, rtol=1e-4, atol=1e-5)
+    plain = kp.strip(model)
+    np.testing.assert_allclose(_out(plain, x), expected, rtol=1e-4, atol=1e-5)
+    assert not kp.wrapped_layers(plain)
+
+    if case.savedmodel:
+        folder = kp.export_savedmodel(model, tmp_path / "serving", name=name)
+        served = tf.saved_model.load(str(folder)).signatures["serving_default"](tf.constant(x))
+        np.testing.assert_allclose(served["logits"].numpy(), expected, rtol=1e-4, atol=1e-5)
+
+    if case.structured:
+        small, report = kp.shrink_with_report(model)
+        np.testing.assert_allclose(_out(small, x), expected, rtol=1e-4, atol=1e-4)
+        assert report.parameters[1] < report.parameters[0], str(report)
+
+
+def test_a_zoo_savedmodel_loads_in_a_process_without_keras_prune(tmp_path):
+    model = kp.prunable(_encoder())
+    kp.prune(model, {"mha0": 0.5}, granularity="head")
+    x = _tokens()
+    folder = kp.export_savedmodel(model, tmp_path, name="encoder")
+    code = (
+        "import sys; sys.modules['keras_prune'] = None\n"
+        "import numpy as np, tensorflow as tf\n"
+        f"x = np.array({x.tolist()}, dtype='int32')\n"
+        f"out = tf.saved_model.load({str(folder)!r}).signatures['serving_default'](tf.constant(x))\n"
+        "print(' '.join(repr(float(v)) for v in out['logits'].numpy().ravel()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-800:]
+    served = np.array([float(v) for v in result.stdout.strip().splitlines()[-1].split()])
+    np.testing.assert_allclose(served, _out(model, x).ravel(), rtol=1e-4, atol=1e-5)
