@@ -45,7 +45,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_prune  # noqa: E402
+from keras_prune.criteria import get_criterion  # noqa: E402
 from keras_prune.data import Dataset, load_dataset  # noqa: E402
+from keras_prune.errors import KerasPruneError  # noqa: E402
 from keras_prune.flops import count_flops  # noqa: E402
 from keras_prune.models import vit_mnist  # noqa: E402
 from keras_prune.training import evaluate, train  # noqa: E402
@@ -79,7 +81,17 @@ def fraction_at(target: float, units: int, round_: int, rounds: int) -> float:
     return int(target * units * round_ / rounds + 0.5) / units  # halves round up
 
 
+def share(text: str) -> float:
+    """An argparse type: a fraction in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
+    """Prunes, retrains and shrinks the ViT as `args` say, printing the figures; returns the exit status."""
+    get_criterion(args.criterion)  # an unknown name fails here, before any work
     start = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
     data = load_dataset()
@@ -137,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     minutes = (time.perf_counter() - start) / 60
     print(f"\nshrink: {report}")
     print(f"shrunk vs pruned outputs: max |difference| {difference:.1e} on 256 validation images")
-    print(f"\n| model | multiply-adds | parameters | heads per block | FFN widths | validation error | test error |")
+    print("\n| model | multiply-adds | parameters | heads per block | FFN widths | validation error | test error |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for label, m, flops, val, test in (
         ("dense", dense, dense_flops, dense_val, dense_test),
@@ -155,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--heads", type=float, default=0.5, help="share of each block's heads to prune")
-    parser.add_argument("--ffn", type=float, default=0.625, help="share of each block's FFN units to prune")
+    parser.add_argument("--heads", type=share, default=0.5, help="share of each block's heads to prune")
+    parser.add_argument("--ffn", type=share, default=0.625, help="share of each block's FFN units to prune")
     parser.add_argument("--criterion", default="magnitude", help="a keras_prune criterion (magnitude, taylor1, ...)")
     parser.add_argument("--rounds", type=int, default=4, help="prune/retrain rounds")
     parser.add_argument("--epochs", type=int, default=3, help="retraining epochs after each round but the last")
@@ -165,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="a small random ViT on a data slice (for tests)")
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except KerasPruneError as error:  # a bad criterion name or share: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -42,3 +42,13 @@ def test_tiny_run_prunes_heads_and_ffn_units_and_shrinks_them(bench, capsys):
     difference = float(re.search(r"max \|difference\| (\S+)", out).group(1))
     assert difference <= 1e-4
     assert re.search(r"round 2/2: heads 0\.50, FFN 0\.625 pruned", out)
+
+
+def test_bad_criterion_or_share_is_one_line_and_nonzero(bench, capsys):
+    assert bench.main(["--tiny", "--criterion", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nope" in err and "magnitude" in err and "\n" not in err
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--heads", "1.5"])
+    assert exit_.value.code == 2
+    assert "must be a fraction in [0, 1], got 1.5" in capsys.readouterr().err
