@@ -12,9 +12,18 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 
 import keras
 
-from keras_prune.criteria import Criterion, get_criterion
+from keras_prune.criteria import Criterion
 from keras_prune.errors import InputError, ModelError
-from keras_prune.selection import SCOPES, check_fraction, select_global, select_layer
+from keras_prune.methods import Method, get_pruner, kernel_view
+from keras_prune.selection import (
+    SCOPES,
+    Pattern,
+    check_fraction,
+    parse_pattern,
+    select_global,
+    select_layer,
+    select_matrix,
+)
 from keras_prune.structured import is_structured, prune_units
 from keras_prune.wrapper import PruneWrapper, prunable_variables
 
@@ -209,21 +218,25 @@ def strip(model: keras.Model) -> keras.Model:
 def prune(
     model: keras.Model,
     fractions: Mapping[Selector, float],
-    criterion: str | Criterion = "magnitude",
+    criterion: str | Criterion | Method = "magnitude",
     data: Iterable | None = None,
     scope: str = "layer",
     normalization: str | None = None,
     criterion_options: Mapping[str, Any] | None = None,
     granularity: str = "weight",
     unit_norm: str = "l1",
+    pattern: str | Pattern | None = None,
 ) -> dict[PruneWrapper, float]:
-    """Prunes the chosen layers to their fractions, ranking weights with a criterion.
+    """Prunes the chosen layers to their fractions, ranking weights with a criterion
+    (or pruning them with a method such as ``sparsegpt``, which also updates the
+    kept weights; see `keras_prune.methods`).
 
     Args:
         model: a model made by `prunable` (the chosen layers must be wrapped).
         fractions: selector -> cumulative fraction of that layer's weights to prune.
-        criterion: a registered criterion name or a `Criterion` instance.
-        data: training batches for criteria that need data (never the test split).
+        criterion: a registered criterion or method name, or an instance of either.
+        data: training batches for criteria that need data, calibration batches
+            for methods (never the test split).
         scope: ``"layer"``: each layer loses exactly its fraction of its weights;
             ``"global"``: the layers together lose as many weights as their
             fractions add up to, wherever the (normalised) scores are lowest.
@@ -238,6 +251,10 @@ def prune(
             `keras_prune.structured`).
         unit_norm: at unit granularity, ``l1`` (sum) or ``l2`` reduction of each
             unit's weight scores.
+        pattern: ``"N:M"`` (at most N kept in each M consecutive inputs) or
+            ``"RxC"`` blocks, per kernel seen as an (inputs, outputs) matrix (see
+            `keras_prune.selection.Pattern` for how it meets the fraction); layer
+            scope and weight granularity only.
 
     Returns:
         The sparsity of each pruned layer afterwards (coupled layers included).
@@ -258,7 +275,11 @@ def prune(
     structured = is_structured(granularity)
     if structured and scope != "layer":
         raise InputError(f"granularity '{granularity}' works with scope 'layer', not '{scope}'")
-    criterion = get_criterion(criterion, **dict(criterion_options or {}))
+    criterion = get_pruner(criterion, **dict(criterion_options or {}))
+    pattern = parse_pattern(pattern)
+    if (pattern is not None or isinstance(criterion, Method)) and (scope != "layer" or structured):
+        what = f"pattern {pattern}" if pattern is not None else f"pruner '{criterion.name}'"
+        raise InputError(f"{what} works with scope 'layer' and granularity 'weight' only")
     layers = find_layers(model, list(fractions))
     checked = {}
     for layer, fraction in zip(layers, fractions.values()):
@@ -271,8 +292,15 @@ def prune(
         raise InputError(f"criterion '{criterion.name}' needs training data; none was given")
     if structured:
         return {layer: layer.sparsity() for layer in prune_units(model, checked, criterion, data, unit_norm)}
+    if isinstance(criterion, Method):
+        in_order = {layer: checked[layer] for layer in wrapped_layers(model) if layer in checked}
+        criterion.prune(model, in_order, data, pattern)
+        return {layer: layer.sparsity() for layer in checked}
     scores = criterion.score(list(checked), model=model, data=data)
-    if scope == "global":
+    if pattern is not None:
+        for layer, fraction in checked.items():
+            layer.set_mask(_select_pattern(layer, scores[layer], fraction, pattern))
+    elif scope == "global":
         new_masks = select_global(
             [scores[layer] for layer in checked],
             [layer.mask_arrays() for layer in checked],
@@ -285,3 +313,14 @@ def prune(
         for layer, fraction in checked.items():
             layer.set_mask(select_layer(scores[layer], layer.mask_arrays(), fraction))
     return {layer: layer.sparsity() for layer in checked}
+
+
+def _select_pattern(
+    layer: PruneWrapper, scores: Sequence, fraction: float, pattern: Pattern
+) -> list:
+    """One layer's masks under `pattern`, each variable seen as an (inputs, outputs) matrix."""
+    masks = []
+    for variable, score, mask in zip(layer.pruned_variables, scores, layer.mask_arrays()):
+        view = kernel_view(layer.layer, variable)
+        masks.append(view.kernel(select_matrix(view.matrix(score), view.matrix(mask), fraction, pattern)))
+    return masks

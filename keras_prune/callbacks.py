@@ -57,7 +57,8 @@ import keras
 import numpy as np
 
 from keras_prune.api import Selector, find_layers, layer_index, prune, wrapped_layers
-from keras_prune.criteria import Criterion, get_criterion
+from keras_prune.criteria import Criterion
+from keras_prune.methods import get_pruner
 from keras_prune.devices import broadcast_first, is_distributed
 from keras_prune.errors import InputError
 from keras_prune.schedules import Linear, Schedule
@@ -186,8 +187,10 @@ class IterativePruning(keras.callbacks.Callback):
             layer's weights to prune. Layers are processed in this order.
         schedule: when and how far to prune (`keras_prune.schedules`); default
             `Linear(1)`, one-shot.
-        criterion: a registered criterion name or a `Criterion`.
-        data: training batches for criteria that need data (never the test split).
+        criterion: a registered criterion or method name (``sparsegpt``, ``wanda``),
+            or an instance of either.
+        data: training batches for criteria and methods that need data (never the
+            test split).
         epochs_per_step: retraining epochs after each event of an epoch-timed
             schedule; 0 prunes everything at `on_train_begin` without retraining.
         together: prune all layers in one event per step instead of one after the
@@ -196,6 +199,7 @@ class IterativePruning(keras.callbacks.Callback):
         normalization: global-scope score normalisation; None: the criterion's own.
         granularity: ``"weight"``, or ``"neuron"``/``"filter"`` for whole units.
         unit_norm: ``"l1"`` or ``"l2"`` reduction of unit scores.
+        pattern: ``"N:M"`` or ``"RxC"`` sparsity pattern (see `keras_prune.prune`).
         validation_data: (x, y) batches or an (x, y) pair of arrays, for the
             measures and decisions (accuracy guard).
         test_data: (x, y) batches or arrays, only reported in each `StepResult`.
@@ -236,6 +240,7 @@ class IterativePruning(keras.callbacks.Callback):
         normalization: str | None = None,
         granularity: str = "weight",
         unit_norm: str = "l1",
+        pattern: str | None = None,
         validation_data: Any = None,
         test_data: Any = None,
         evaluate: Callable[[keras.Model], Evaluation] | None = None,
@@ -251,7 +256,7 @@ class IterativePruning(keras.callbacks.Callback):
             raise InputError("IterativePruning needs at least one layer to prune")
         self.fractions = {s: check_fraction(f, f"fraction for layer '{s}'") for s, f in fractions.items()}
         self.schedule = schedule or Linear(1)
-        self.criterion = get_criterion(criterion)
+        self.criterion = get_pruner(criterion)
         if self.criterion.needs_data and data is None:
             raise InputError(f"criterion '{self.criterion.name}' needs training data; none was given")
         if isinstance(epochs_per_step, bool) or int(epochs_per_step) != epochs_per_step or epochs_per_step < 0:
@@ -270,7 +275,7 @@ class IterativePruning(keras.callbacks.Callback):
         self.data = data
         self.epochs_per_step = int(epochs_per_step)
         self.together = together or scope == "global" or batch_timed
-        self.prune_options = dict(scope=scope, normalization=normalization, granularity=granularity, unit_norm=unit_norm)
+        self.prune_options = dict(scope=scope, normalization=normalization, granularity=granularity, unit_norm=unit_norm, pattern=pattern)
         self.evaluate = evaluate
         self.test_data = None if test_data is None else _batches(test_data)
         self.acc_tradeoff = acc_tradeoff
