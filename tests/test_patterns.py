@@ -78,7 +78,7 @@ def small_cnn() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(4, name="out")(x))
 
 
-@pytest.mark.parametrize("criterion", ["magnitude", "taylor1"])
+@pytest.mark.parametrize("criterion", ["magnitude", "taylor1", "wanda", "sparsegpt"])
 @pytest.mark.parametrize("text", ["2:4", "4:8"])
 def test_prune_with_a_pattern_holds_it_on_every_group_of_every_layer(criterion, text):
     keras.utils.set_random_seed(0)

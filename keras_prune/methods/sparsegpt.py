@@ -8,8 +8,10 @@ solved column by column:
 1. ``U``: the upper Cholesky factor of ``H^-1`` (``H^-1 = U^T U``).
 2. Columns are taken in blocks of `block_size`. At each block's start its mask is
    chosen from ``w^2 / U_ii^2`` (the OBS cost of removing ``w``), lowest first, the
-   block losing its share of the kernel's target (with an N:M pattern: the M - N
-   lowest of each group of M inputs first).
+   block losing its share of the kernel's target. With an N:M pattern, each group
+   of M inputs instead loses its M - N lowest costs when the sweep reaches it,
+   from the weights as updated so far (and weights beyond the pattern, for a
+   fraction above (M - N) / M, are chosen at the block's start).
 3. Within a block, column i is rounded to its mask and the error ``(w - q) / U_ii``
    is spread over the block's later columns through row i of ``U``; after the
    block, the accumulated errors update all later columns at once (lazy batch
@@ -67,6 +69,7 @@ class SparseGPT(LayerwiseMethod):
         step = pattern.group if pattern is not None and pattern.is_n_of_m else (pattern.rows if pattern else 1)
         block = -(-self.block_size // step) * step
         target = pruned_target(w.size, fraction)
+        lazy = pattern is not None and pattern.is_n_of_m
         new_pruned = np.zeros_like(pruned)
         for start in range(0, inputs, block):
             end = min(start + block, inputs)
@@ -78,8 +81,22 @@ class SparseGPT(LayerwiseMethod):
             chosen = select_matrix(
                 cost.T, ~pruned[:, start:end].T, count / cost.size, pattern
             ).T == 0
+            if lazy:
+                # N:M groups are chosen when reached, from the updated weights; what
+                # the block-start choice pruned beyond its groups stays pruned.
+                groups = select_matrix(cost.T, ~pruned[:, start:end].T, 0.0, pattern).T == 0
+                extra = chosen & ~groups
+                chosen = pruned[:, start:end] | extra
             errors = np.zeros_like(block_w)
             for i in range(end - start):
+                if lazy and i % pattern.group == 0:
+                    stop = min(i + pattern.group, end - start)
+                    group_cost = block_w[:, i:stop] ** 2 / np.diag(block_u)[i:stop] ** 2
+                    group_cost[:, dead[start + i : start + stop]] = 0.0
+                    group_cost[extra[:, i:stop]] = np.inf  # pruned anyway, beyond the group's M - N
+                    group_cost[pruned[:, start + i : start + stop]] = -np.inf
+                    lowest = np.argsort(group_cost, axis=1, kind="stable")[:, : max(0, stop - i - pattern.kept)]
+                    np.put_along_axis(chosen[:, i:stop], lowest, True, axis=1)
                 column = block_w[:, i]
                 kept = np.where(chosen[:, i], 0.0, column)
                 errors[:, i] = (column - kept) / block_u[i, i]
