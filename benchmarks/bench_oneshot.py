@@ -10,9 +10,15 @@ shot, per-layer selection, and the test error is measured with no retraining:
 - the methods (wanda, sparsegpt) run once per fraction, layer by layer on the same
   batches, each layer's inputs taken from the already-pruned layers before it.
 
+With ``--shipped``, it prints instead the criteria's formula variants (undamped,
+signed) on the shipped LeNet-5 (saved_models/lenet5.keras), pruned as
+`keras-prune run --pruner P` prunes it without retraining: the conf's layers one
+after the other, each scored on the model as pruned so far.
+
 Run from the repository root:
 
     .venv/bin/python benchmarks/bench_oneshot.py [--nets lenet5_caffe,lenet_300_100]
+    .venv/bin/python benchmarks/bench_oneshot.py --shipped
 
 Results and the command are recorded in docs/one-shot.md.
 """
@@ -97,17 +103,60 @@ def run_net(net: str, pruners: list[str], fractions, batches, data) -> None:
         print(f"{name:<11}" + "".join(f"{e:>7.2f}%" for e in row) + f"{seconds:>9.0f}", flush=True)
 
 
+SHIPPED_PLANS = {
+    "conf": {"conv1": 0.5, "conv2": 0.7, "fc1": 0.95, "fc2": 0.7, "fc3": 0.5},
+    "-l 8 -p 0.7": {"fc1": 0.7},
+    "-l 1 -p 0.5": {"conv1": 0.5},
+}
+VARIANTS = [
+    ("taylor1", {"damping": 0}),
+    ("taylor2", {"damping": 0}),
+    ("taylor2", {"hessian": "gauss-newton"}),
+    ("taylor2", {"hessian": "gauss-newton", "damping": 0}),
+    ("taylor12", {"signed": True}),
+    ("taylor12", {"signed": True, "damping": 0}),
+    ("emp", {"absolute": False, "damping": 0}),
+]
+"""The formula variants; the defaults are measured with `keras-prune run --pruner P`."""
+
+
+def shipped(batches, data) -> None:
+    """Formula variants on the shipped LeNet-5, pruned as `keras-prune run` prunes it."""
+    from keras_prune.resources import PRETRAINED_MODEL
+
+    base = kp.load_model(PRETRAINED_MODEL)
+    print(f"\nshipped LeNet-5: dense test error {evaluate(base, data.test()).error:.2f}%; "
+          "no retraining, layers pruned one after the other")
+    print(f"{'pruner':<50}" + "".join(f"{k:>14}" for k in SHIPPED_PLANS) + f"{'seconds':>9}")
+    for name, options in VARIANTS:
+        started = time.perf_counter()
+        errors = []
+        for plan in SHIPPED_PLANS.values():
+            model = kp.prunable(base)
+            model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            for layer, fraction in plan.items():
+                kp.prune(model, {layer: fraction}, name, data=batches, criterion_options=options)
+            errors.append(evaluate(model, data.test()).error)
+        label = f"{name} {options}"
+        print(f"{label:<50}" + "".join(f"{e:>13.2f}%" for e in errors)
+              + f"{time.perf_counter() - started:>9.0f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nets", default="lenet5_caffe,lenet_300_100")
     parser.add_argument("--pruners", default=",".join(PRUNERS))
     parser.add_argument("--fractions", default=",".join(str(f) for f in FRACTIONS))
     parser.add_argument("--batches", type=int, default=20, help="calibration batches of 128")
+    parser.add_argument("--shipped", action="store_true", help="the criteria table on the shipped LeNet-5")
     args = parser.parse_args()
     print(f"bench_oneshot {datetime.datetime.now():%Y-%m-%d %H:%M}: {platform.machine()}, "
           f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Keras {keras.__version__}")
     data = load_dataset()
     batches = list(data.scoring(128, args.batches, 0))
+    if args.shipped:
+        shipped(batches, data)
+        return
     fractions = [float(f) for f in args.fractions.split(",")]
     for net in args.nets.split(","):
         run_net(net, args.pruners.split(","), fractions, batches, data)
