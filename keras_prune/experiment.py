@@ -29,7 +29,7 @@ from keras_prune.data import Dataset
 from keras_prune.errors import InputError
 from keras_prune.plan import Plan
 from keras_prune.schedules import SCHEDULES, Cubic, Linear, Schedule
-from keras_prune.selection import SCOPES
+from keras_prune.selection import SCOPES, parse_pattern
 from keras_prune.structured import check_granularity, check_unit_norm
 from keras_prune.training import check_epochs, check_input_shape, compile_classifier, fit_verbosity
 
@@ -105,6 +105,7 @@ class RunSettings:
             raise InputError(f"score batches must be a positive integer, got {self.score_batches}")
         check_granularity(self.granularity)
         check_unit_norm(self.unit_norm)
+        parse_pattern(self.pattern)
         if self.scope not in SCOPES:
             raise InputError(f"unknown scope '{self.scope}'; choose one of: {', '.join(SCOPES)}")
         if self.schedule not in SCHEDULES:
