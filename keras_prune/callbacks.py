@@ -199,7 +199,6 @@ class IterativePruning(keras.callbacks.Callback):
         normalization: global-scope score normalisation; None: the criterion's own.
         granularity: ``"weight"``, or ``"neuron"``/``"filter"`` for whole units.
         unit_norm: ``"l1"`` or ``"l2"`` reduction of unit scores.
-        pattern: ``"N:M"`` or ``"RxC"`` sparsity pattern (see `keras_prune.prune`).
         validation_data: (x, y) batches or an (x, y) pair of arrays, for the
             measures and decisions (accuracy guard).
         test_data: (x, y) batches or arrays, only reported in each `StepResult`.
@@ -214,6 +213,7 @@ class IterativePruning(keras.callbacks.Callback):
         on_prune: called right after each layer is pruned, before retraining, with
             (step, layer index or None, layer name, share retained).
         on_step: called with each `StepResult` when an event closes.
+        pattern: ``"N:M"`` or ``"RxC"`` sparsity pattern (see `keras_prune.prune`).
 
     Example:
 
@@ -240,7 +240,6 @@ class IterativePruning(keras.callbacks.Callback):
         normalization: str | None = None,
         granularity: str = "weight",
         unit_norm: str = "l1",
-        pattern: str | None = None,
         validation_data: Any = None,
         test_data: Any = None,
         evaluate: Callable[[keras.Model], Evaluation] | None = None,
@@ -250,6 +249,7 @@ class IterativePruning(keras.callbacks.Callback):
         optimizer: keras.optimizers.Optimizer | None = None,
         on_prune: Callable[[int, int | None, str, float], None] | None = None,
         on_step: Callable[[StepResult], None] | None = None,
+        pattern: str | None = None,
     ):
         super().__init__()
         if not fractions:
