@@ -99,3 +99,44 @@ def print_report(report) -> None:
         f"Total Compression: {report.total_compression:.14g} "
         f"({report.zeros:,} of {report.weights:,} weights pruned, {report.ratio:.2f}x fewer)"
     )
+
+
+def conf_beside(config: Path | None, model_path: Path) -> Path:
+    """The conf file a command reads its plan from: `--config`, else `<model>.conf`."""
+    return config if config is not None else model_path.with_suffix(".conf")
+
+
+def fractions_from_conf(layers: str, config: Path | None, model_path: Path, model):
+    """`--layers` without `-p`: those layers, each with its fraction in the conf.
+
+    The conf is `--config FILE`, else `<model>.conf` beside the model; a layer given
+    by index matches the same layer given by name in the conf.
+
+    Args:
+        layers: the `--layers` text ("1,4,fc1").
+        config: the `--config` file, or None.
+        model_path: the model file (its `.conf` sibling is the default conf).
+        model: the loaded model, to match indices and names.
+
+    Returns:
+        (plan, where its fractions came from, for the plan line).
+
+    Raises:
+        InputError: no conf, or a layer the conf gives no fraction (naming the
+            layer and saying to give `-p`).
+    """
+    from keras_prune.api import find_layers
+    from keras_prune.errors import InputError
+    from keras_prune.plan import parse_selectors, read_conf
+
+    selectors = parse_selectors(layers)
+    conf = conf_beside(config, model_path)
+    if config is None and not conf.is_file():
+        raise InputError(
+            f"layer {selectors[0]} has no fraction: no -p given, no --config, and no conf "
+            f"file {conf} beside the model; give -p FRACTION (one, or one per layer)"
+        )
+    plan = read_conf(conf)
+    find_layers(model, plan.layers)  # a conf that does not fit the model fails here, saying so
+    picked = plan.pick(selectors, lambda selector: id(find_layers(model, [selector])[0]), str(conf))
+    return picked, f"layers from --layers, fractions from {conf}"

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 import keras
 
 from keras_prune.criteria import Criterion
+from keras_prune.criteria.objective import SCORE_BATCH_SIZE, SCORE_BATCHES, fixed_batches
 from keras_prune.errors import InputError, ModelError
 from keras_prune.methods import Method, get_pruner, kernel_view
 from keras_prune.selection import (
@@ -219,12 +220,14 @@ def prune(
     model: keras.Model,
     fractions: Mapping[Selector, float],
     criterion: str | Criterion | Method = "magnitude",
-    data: Iterable | None = None,
+    data: Any = None,
     scope: str = "layer",
     normalization: str | None = None,
     criterion_options: Mapping[str, Any] | None = None,
     granularity: str = "weight",
     unit_norm: str = "l1",
+    score_batches: int = SCORE_BATCHES,
+    batch_size: int = SCORE_BATCH_SIZE,
     pattern: str | Pattern | None = None,
 ) -> dict[PruneWrapper, float]:
     """Prunes the chosen layers to their fractions, ranking weights with a criterion
@@ -235,8 +238,11 @@ def prune(
         model: a model made by `prunable` (the chosen layers must be wrapped).
         fractions: selector -> cumulative fraction of that layer's weights to prune.
         criterion: a registered criterion or method name, or an instance of either.
-        data: training batches for criteria that need data, calibration batches
-            for methods (never the test split).
+        data: training data for criteria that need it, calibration data for methods
+            (never the test split): a tf.data.Dataset (batched or not, finite or
+            infinite), an ``(x, y)`` pair of arrays, a `keras.utils.PyDataset`, or a
+            generator or list of ``(x, y)`` batches
+            (`keras_prune.criteria.objective.fixed_batches`).
         scope: ``"layer"``: each layer loses exactly its fraction of its weights;
             ``"global"``: the layers together lose as many weights as their
             fractions add up to, wherever the (normalised) scores are lowest.
@@ -251,6 +257,9 @@ def prune(
             `keras_prune.structured`).
         unit_norm: at unit granularity, ``l1`` (sum) or ``l2`` reduction of each
             unit's weight scores.
+        score_batches: the most batches of `data` read and scored on (the CLI's
+            ``--score-batches`` default is the same, 20).
+        batch_size: images per batch when `data` is arrays or single samples.
         pattern: ``"N:M"`` (at most N kept in each M consecutive inputs) or
             ``"RxC"`` blocks, per kernel seen as an (inputs, outputs) matrix (see
             `keras_prune.selection.Pattern` for how it meets the fraction); layer
@@ -261,13 +270,14 @@ def prune(
 
     Raises:
         InputError: a bad selector, fraction, scope, normalization or option, an
-            unwrapped layer, or a criterion that needs data and got none.
+            unwrapped layer, or a criterion that needs data and got none, or data
+            in a form it cannot read.
 
     Example:
 
     ```python
     keras_prune.prune(model, {"conv2": 0.7, "fc1": 0.95}, "taylor12",
-                      data=dataset.train().take(20), scope="global")
+                      data=(x_train, y_train), scope="global")
     ```
     """
     if scope not in SCOPES:
@@ -288,8 +298,8 @@ def prune(
                 f"layer '{layer.name}' is not wrapped; call keras_prune.prunable(model) first"
             )
         checked[layer] = check_fraction(fraction, f"fraction for layer '{layer.name}'")
-    if criterion.needs_data and data is None:
-        raise InputError(f"criterion '{criterion.name}' needs training data; none was given")
+    if criterion.needs_data:
+        data = fixed_batches(data, criterion.name, model, score_batches, batch_size)
     if structured:
         return {layer: layer.sparsity() for layer in prune_units(model, checked, criterion, data, unit_norm)}
     if isinstance(criterion, Method):

@@ -24,9 +24,13 @@ masks, gates, statistics) and every optimizer variable (iteration count, momentu
 other slots) gets back the value it had before the event's pruning - and its layers
 are pruned no further; the other layers go on.
 
+Divergence: if the loss or a weight becomes NaN or Inf while retraining after an event,
+the event is reverted the same way and its layers are pruned no further, whatever the
+accuracy guard says (`StepResult.diverged`).
+
 With ``reload=True`` every step starts again from the state at the start of training
 (model and optimizer), so each step is a one-shot prune to the step's fraction followed
-by retraining: sensitivity data. A layer the guard stopped is then left unpruned in
+by retraining: sensitivity data. A stopped layer is then left unpruned in
 later steps.
 
 With ``epochs_per_step=0`` nothing is retrained: all events happen one after another in
@@ -50,14 +54,16 @@ import dataclasses
 import functools
 import hashlib
 import time
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import keras
 import numpy as np
 
 from keras_prune.api import Selector, find_layers, layer_index, prune, wrapped_layers
 from keras_prune.criteria import Criterion
+from keras_prune.criteria.objective import SCORE_BATCHES, ScoringBatches, fixed_batches
 from keras_prune.methods import get_pruner
 from keras_prune.devices import broadcast_first, is_distributed
 from keras_prune.errors import InputError
@@ -167,6 +173,11 @@ def _batches(data, batch_size: int = 256):
     return data
 
 
+class IncompleteScheduleWarning(UserWarning):
+    """`fit` ended before the pruning schedule's last step: the layers are pruned less
+    than their targets (`IterativePruning.unfinished` says how far)."""
+
+
 @dataclass
 class _Event:
     step: int
@@ -189,8 +200,9 @@ class IterativePruning(keras.callbacks.Callback):
             `Linear(1)`, one-shot.
         criterion: a registered criterion or method name (``sparsegpt``, ``wanda``),
             or an instance of either.
-        data: training batches for criteria and methods that need data (never the
-            test split).
+        data: training data for criteria and methods that need it (never the test
+            split), in any form `keras_prune.prune` takes; read once, at the start of
+            training, so every event scores on the same batches.
         epochs_per_step: retraining epochs after each event of an epoch-timed
             schedule; 0 prunes everything at `on_train_begin` without retraining.
         together: prune all layers in one event per step instead of one after the
@@ -213,6 +225,9 @@ class IterativePruning(keras.callbacks.Callback):
         on_prune: called right after each layer is pruned, before retraining, with
             (step, layer index or None, layer name, share retained).
         on_step: called with each `StepResult` when an event closes.
+        score_batches: the most batches of `data` read (the CLI's default, 20).
+        steps_per_epoch: training steps per epoch of your `fit`; needed by
+            `planned_epochs` with a ``"batch"`` schedule (cubic) only.
         pattern: ``"N:M"`` or ``"RxC"`` sparsity pattern (see `keras_prune.prune`).
 
     Example:
@@ -233,7 +248,7 @@ class IterativePruning(keras.callbacks.Callback):
         fractions: Mapping[Selector, float],
         schedule: Schedule | None = None,
         criterion: str | Criterion = "magnitude",
-        data: Iterable | None = None,
+        data: Any = None,
         epochs_per_step: int = 1,
         together: bool = False,
         scope: str = "layer",
@@ -249,6 +264,8 @@ class IterativePruning(keras.callbacks.Callback):
         optimizer: keras.optimizers.Optimizer | None = None,
         on_prune: Callable[[int, int | None, str, float], None] | None = None,
         on_step: Callable[[StepResult], None] | None = None,
+        score_batches: int = SCORE_BATCHES,
+        steps_per_epoch: int | None = None,
         pattern: str | None = None,
     ):
         super().__init__()
@@ -273,6 +290,8 @@ class IterativePruning(keras.callbacks.Callback):
         if acc_tradeoff is not None and evaluate is None:
             raise InputError("the accuracy guard (acc_tradeoff) needs validation_data or evaluate")
         self.data = data
+        self.score_batches = score_batches
+        self._score_data: ScoringBatches | None = None
         self.epochs_per_step = int(epochs_per_step)
         self.together = together or scope == "global" or batch_timed
         self.prune_options = dict(scope=scope, normalization=normalization, granularity=granularity, unit_norm=unit_norm, pattern=pattern)
@@ -281,6 +300,9 @@ class IterativePruning(keras.callbacks.Callback):
         self.acc_tradeoff = acc_tradeoff
         self.reload = reload
         self.stop_when_done = stop_when_done
+        if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or int(steps_per_epoch) != steps_per_epoch or steps_per_epoch < 1):
+            raise InputError(f"steps_per_epoch must be a positive whole number, got {steps_per_epoch}")
+        self.steps_per_epoch = steps_per_epoch
         self.on_prune = on_prune
         self.on_step = on_step
         self._optimizer = optimizer
@@ -301,9 +323,30 @@ class IterativePruning(keras.callbacks.Callback):
 
     @property
     def planned_epochs(self) -> int:
-        """Epochs of `fit` that an epoch-timed schedule needs if no layer is stopped."""
+        """Epochs of `fit` the whole schedule needs if no layer is stopped.
+
+        Epoch-timed schedules: steps x events per step x `epochs_per_step` (layers
+        count once when pruned together). ``"batch"`` schedules (cubic): the epochs
+        that hold `planned_steps` training steps, which needs `steps_per_epoch`.
+
+        Raises:
+            InputError: a ``"batch"`` schedule without `steps_per_epoch`.
+        """
+        if self.schedule.timing == "batch":
+            if self.steps_per_epoch is None:
+                raise InputError(
+                    f"{self.schedule!r} is timed by training steps: give IterativePruning "
+                    f"steps_per_epoch to count its epochs, or train planned_steps ({self.planned_steps}) steps"
+                )
+            return -(-self.planned_steps // self.steps_per_epoch)
         events = self.schedule.steps * (1 if self.together else len(self.fractions))
         return events * self.epochs_per_step
+
+    @property
+    def planned_steps(self) -> int | None:
+        """Training steps a ``"batch"`` schedule needs (`Schedule.end`); None for
+        epoch-timed schedules, which count epochs (`planned_epochs`)."""
+        return self.schedule.end() if self.schedule.timing == "batch" else None
 
     @property
     def done(self) -> bool:
@@ -321,6 +364,8 @@ class IterativePruning(keras.callbacks.Callback):
                 raise InputError(f"layer '{layer.name}' is not wrapped; call keras_prune.prunable(model) first")
             self._selectors[id(layer)] = selector
         self._layers = layers
+        if self.criterion.needs_data and self._score_data is None:
+            self._score_data = fixed_batches(self.data, self.criterion.name, self.model, self.score_batches)
         optimizer = self._optimizer or getattr(self.model, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             with self.model.distribute_strategy.scope():
@@ -378,9 +423,33 @@ class IterativePruning(keras.callbacks.Callback):
                 self._start(*self._advance())
 
     def on_train_end(self, logs=None):
-        """Closes the open event, if any."""
+        """Closes the open event, if any; warns if the schedule did not reach its end."""
         if self._open is not None:
             self._close()
+        if not self.done:
+            warnings.warn(self.unfinished(), IncompleteScheduleWarning, stacklevel=2)
+
+    def unfinished(self) -> str:
+        """What is left of the schedule, in one line ("" once it is done)."""
+        if self.done:
+            return ""
+        step, layers = self._peek()
+        reached = {}
+        for result in self.results:
+            if not result.reverted:
+                reached[result.layer] = result.fraction
+        short = ", ".join(
+            f"{layer.name} at {reached.get(layer.name, 0.0):.4g} of {self.fractions[self._selectors[id(layer)]]:g}"
+            for layer in self._layers if id(layer) not in self._stopped_ids
+        )
+        fix = (
+            f"train {self.planned_steps} steps" if self.schedule.timing == "batch"
+            else f"train planned_epochs ({self.planned_epochs}) epochs"
+        )
+        return (
+            f"training ended before pruning step {step} of {self.schedule.steps} "
+            f"({', '.join(l.name for l in layers)}): pruned {short}; {fix}"
+        )
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint needs to continue this schedule later, as plain JSON data.
@@ -478,13 +547,13 @@ class IterativePruning(keras.callbacks.Callback):
             # before pruning, identical everywhere, and apply the first replica's masks.
             held = [v for layer in wrapped_layers(self.model) for v in [*layer.pruned_variables, *layer.masks]]
             before = snapshot(held)
-            pruned = prune(self.model, targets, self.criterion, data=self.data, **self.prune_options)
+            pruned = prune(self.model, targets, self.criterion, data=self._score_data, **self.prune_options)
             chosen = {id(layer): broadcast_first(strategy, layer.mask_arrays()) for layer in pruned}
             restore(held, before)
             for layer in pruned:
                 layer.set_mask(chosen[id(layer)])
         else:
-            prune(self.model, targets, self.criterion, data=self.data, **self.prune_options)
+            prune(self.model, targets, self.criterion, data=self._score_data, **self.prune_options)
         retained = [1.0 - layer.sparsity() for layer in layers]
         if self.on_prune is not None:
             for layer, share in zip(layers, retained):
@@ -511,8 +580,9 @@ class IterativePruning(keras.callbacks.Callback):
         test = evaluate_classifier(self.model, self.test_data) if self.test_data is not None else None
         cost = None if validation is None else validation.error - self.baseline.error
         reverted = event.diverged or (self.acc_tradeoff is not None and cost > self.acc_tradeoff)
-        if reverted and not event.diverged:
-            restore(self._state_variables(), event.saved)
+        if reverted:  # reverted, for either reason: its layers are pruned no further
+            if not event.diverged:
+                restore(self._state_variables(), event.saved)
             for layer in event.layers:
                 self._stopped_ids.add(id(layer))
                 self.stopped.append(layer.name)

@@ -39,3 +39,7 @@ class WriteError(KerasPruneError):
 
 class NumericalError(KerasPruneError):
     """A model holds NaN or Inf values where finite numbers are needed."""
+
+
+class ScheduleError(KerasPruneError):
+    """Training ended before a pruning schedule's last step."""

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import keras
 
 from keras_prune.api import find_layers, prunable
-from keras_prune.callbacks import IterativePruning, StepResult
+from keras_prune.callbacks import IncompleteScheduleWarning, IterativePruning, StepResult
 from keras_prune.checkpoint import Checkpoint, RunCheckpoint, load_checkpoint_model, read_checkpoint
+from keras_prune.criteria.objective import SCORE_BATCHES
 from keras_prune.methods import get_pruner
 from keras_prune.data import Dataset
-from keras_prune.errors import InputError
+from keras_prune.errors import InputError, ScheduleError
 from keras_prune.plan import Plan
 from keras_prune.schedules import SCHEDULES, Cubic, Linear, Schedule
 from keras_prune.selection import SCOPES, parse_pattern
@@ -83,7 +85,7 @@ class RunSettings:
     batch_size: int = 128
     augment: bool = False
     seed: int = 0
-    score_batches: int = 20
+    score_batches: int = SCORE_BATCHES
     granularity: str = "weight"
     unit_norm: str = "l1"
     pattern: str | None = None
@@ -124,8 +126,7 @@ class RunSettings:
 
 def _schedule(settings: RunSettings, data: Dataset) -> Schedule:
     if settings.schedule == "cubic":
-        steps_per_epoch = -(-len(data.x_train) // settings.batch_size)
-        return Cubic(settings.iterations, frequency=settings.epochs * steps_per_epoch)
+        return Cubic(settings.iterations, frequency=settings.epochs * data.steps_per_epoch(settings.batch_size))
     return Linear(settings.iterations)
 
 
@@ -159,6 +160,11 @@ def run_pruning(
     Returns:
         The pruned (wrapped) model and one `StepResult` per layer step.
 
+    Raises:
+        ScheduleError: retraining ended before the schedule's last step (a callback
+            in `callbacks` stopped `fit`, or the loss became NaN between events);
+            the message says how far each layer got.
+
     Example:
 
     ```python
@@ -189,6 +195,7 @@ def run_pruning(
         _schedule(settings, data),
         criterion=criterion,
         data=score_data,
+        score_batches=settings.score_batches,
         epochs_per_step=settings.epochs if retraining else 0,
         scope=settings.scope,
         normalization=settings.normalization,
@@ -200,13 +207,14 @@ def run_pruning(
         acc_tradeoff=settings.acc_tradeoff,
         reload=settings.reload,
         stop_when_done=True,
+        steps_per_epoch=data.steps_per_epoch(settings.batch_size),
         on_prune=on_prune,
         on_step=on_step,
     )
     if not retraining:
         pruning.prune_without_training(wrapped)
         return wrapped, pruning.results
-    epochs = settings.iterations * settings.epochs if settings.schedule == "cubic" else pruning.planned_epochs
+    epochs = pruning.planned_epochs
     first = 0
     if checkpoint is not None:
         pruning.resume_from(checkpoint.pruning)
@@ -218,18 +226,22 @@ def run_pruning(
     every = [keras.callbacks.ProgbarLogger(), pruning, *callbacks]
     if settings.checkpoint_dir is not None:
         every.append(RunCheckpoint(settings.checkpoint_dir, pruning, run_options))
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        _fit_multi_worker(wrapped, data, settings, epochs, every, strategy)
-    else:
-        wrapped.fit(
-            data.epochs(settings.batch_size, settings.seed, first, epochs, augment=settings.augment),
-            epochs=epochs,
-            initial_epoch=first,
-            steps_per_epoch=data.steps_per_epoch(settings.batch_size),
-            shuffle=False,
-            verbose=fit_verbosity(),
-            callbacks=every,
-        )
+    with warnings.catch_warnings():  # said once, as the error below
+        warnings.simplefilter("ignore", IncompleteScheduleWarning)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            _fit_multi_worker(wrapped, data, settings, epochs, every, strategy)
+        else:
+            wrapped.fit(
+                data.epochs(settings.batch_size, settings.seed, first, epochs, augment=settings.augment),
+                epochs=epochs,
+                initial_epoch=first,
+                steps_per_epoch=data.steps_per_epoch(settings.batch_size),
+                shuffle=False,
+                verbose=fit_verbosity(),
+                callbacks=every,
+            )
+    if not pruning.done:
+        raise ScheduleError(pruning.unfinished())
     return wrapped, pruning.results
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Hashable, Sequence
 
 from keras_prune.errors import InputError
 from keras_prune.selection import check_fraction
@@ -32,6 +33,43 @@ class Plan:
     def items(self) -> list[tuple[int | str, float]]:
         """(selector, fraction) pairs in processing order."""
         return list(zip(self.layers, self.fractions))
+
+    def pick(
+        self,
+        selectors: Sequence[int | str],
+        identify: Callable[[int | str], Hashable] = lambda selector: selector,
+        source: str = "the plan",
+    ) -> "Plan":
+        """The plan for `selectors` alone, each with the fraction this plan gives it.
+
+        Args:
+            selectors: the layers wanted, in the order to process them.
+            identify: maps a selector to the layer it names, so that an index and a
+                name of the same layer match (the CLI passes the layer in the model);
+                default: selectors match only if equal.
+            source: where this plan came from, for the error message.
+
+        Returns:
+            A plan of `selectors` with their fractions from this plan.
+
+        Raises:
+            InputError: a selector this plan gives no fraction (the message names it
+                and says to give ``-p``).
+
+        Example:
+
+        ```python
+        read_conf("lenet5.conf").pick([1, 8])  # Plan(layers=(1, 8), fractions=(0.5, 0.95))
+        ```
+        """
+        fractions = {identify(layer): fraction for layer, fraction in self.items()}
+        for selector in selectors:
+            if identify(selector) not in fractions:
+                raise InputError(
+                    f"layer {selector} has no fraction in {source}: give -p FRACTION "
+                    "(one, or one per layer)"
+                )
+        return Plan(tuple(selectors), tuple(fractions[identify(s)] for s in selectors))
 
 
 def parse_selectors(text: str) -> tuple[int | str, ...]:

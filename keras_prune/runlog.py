@@ -155,6 +155,7 @@ def result_record(result: StepResult) -> dict[str, Any]:
         "test": _evaluation(result.test),
         "cost": result.cost,
         "outcome": "reverted" if result.reverted else "kept",
+        "diverged": result.diverged,
         "seconds": result.seconds,
         "mask_digest": result.mask_digest,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -60,6 +60,11 @@ class Schedule(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} is timed by epochs, not training steps")
 
+    def end(self) -> int:
+        """The training steps a ``"batch"`` schedule needs: through its last pruning
+        step and the retraining after it. Only ``"batch"`` schedules define it."""
+        raise NotImplementedError(f"{type(self).__name__} is timed by epochs, not training steps")
+
     def _check_step(self, step: int) -> None:
         if not 1 <= step <= self.steps:
             raise InputError(f"step must be in 1..{self.steps}, got {step}")
@@ -132,6 +137,7 @@ class Cubic(Schedule):
     schedule = Cubic(steps=4, frequency=100)
     [round(schedule.fraction(0.8, i), 4) for i in range(1, 5)]  # [0.4625, 0.7, 0.7875, 0.8]
     schedule.start(2)  # 100
+    schedule.end()     # 400: the last step at 300, then 100 steps of training
     ```
     """
 
@@ -156,6 +162,9 @@ class Cubic(Schedule):
     def start(self, step: int) -> int:
         self._check_step(step)
         return self.begin + (step - 1) * self.frequency
+
+    def end(self) -> int:
+        return self.begin + self.steps * self.frequency
 
     def __repr__(self) -> str:
         return f"Cubic({self.steps}, frequency={self.frequency}, begin={self.begin}, initial={self.initial})"

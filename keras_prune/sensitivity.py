@@ -18,6 +18,7 @@ import keras
 from keras_prune.api import Selector, find_layers, has_prunable_weights, layer_index, top_layers
 from keras_prune.callbacks import StepResult
 from keras_prune.data import Dataset
+from keras_prune.errors import InputError
 from keras_prune.experiment import RunSettings, run_pruning
 from keras_prune.plan import Plan
 from keras_prune.selection import check_fraction
@@ -52,7 +53,7 @@ def sensitivity(
     data: Dataset,
     layers: Sequence[Selector] | None = None,
     steps: int = 9,
-    fraction: float = 0.9,
+    fraction: float | Sequence[float] = 0.9,
     settings: RunSettings = RunSettings(),
     on_step: Callable[[StepResult], None] | None = None,
     strategy: Any = None,
@@ -65,7 +66,8 @@ def sensitivity(
             split is measured only with ``settings.log_test``).
         layers: selectors of the layers to sweep; None: every prunable top-level layer.
         steps: points per layer (besides the unpruned model).
-        fraction: the largest fraction, reached at the last step.
+        fraction: the largest fraction, reached at the last step: one for every
+            layer, or one per layer of `layers`.
         settings: criterion and retraining settings (`iterations` and `reload` are
             set here: ``steps`` and True).
         on_step: called with each row as it is measured (step-0 rows included).
@@ -82,8 +84,10 @@ def sensitivity(
     ```
     """
     check_input_shape(model, data)
-    fraction = check_fraction(fraction)
     selectors = list(layers) if layers is not None else default_layers(model)
+    fractions = [check_fraction(f) for f in (fraction if isinstance(fraction, Sequence) else [fraction] * len(selectors))]
+    if len(fractions) != len(selectors):
+        raise InputError(f"{len(selectors)} layers but {len(fractions)} fractions: give one fraction, or one per layer")
     chosen = find_layers(model, selectors)
     sweep = dataclasses.replace(settings, iterations=steps, reload=True, acc_tradeoff=None)
     baseline = evaluate(model, data.validation())
@@ -95,7 +99,7 @@ def sensitivity(
         if on_step is not None:
             on_step(result)
 
-    for selector, layer in zip(selectors, chosen):
+    for selector, layer, top in zip(selectors, chosen, fractions):
         record(
             StepResult(
                 step=0,
@@ -109,5 +113,5 @@ def sensitivity(
                 cost=0.0,
             )
         )
-        run_pruning(model, Plan((selector,), (fraction,)), data, sweep, on_step=record, strategy=strategy)
+        run_pruning(model, Plan((selector,), (top,)), data, sweep, on_step=record, strategy=strategy)
     return SensitivityResult(baseline, tuple(results))

@@ -61,3 +61,12 @@ def test_conf_files_allow_comments_and_blank_lines(tmp_path):
 def test_a_missing_conf_is_reported(tmp_path):
     with pytest.raises(InputError, match="conf file not found"):
         read_conf(tmp_path / "none.conf")
+
+
+def test_pick_keeps_the_plans_fractions_for_the_layers_asked_in_their_order():
+    plan = Plan((1, 4, "fc1"), (0.5, 0.7, 0.95))
+    assert plan.pick(["fc1", 1]) == Plan(("fc1", 1), (0.95, 0.5))
+    same_layer = {1: "conv1", "conv1": "conv1", 4: "conv2", "fc1": "fc1", 8: "fc1"}.get
+    assert plan.pick([8, "conv1"], same_layer) == Plan((8, "conv1"), (0.95, 0.5))
+    with pytest.raises(InputError, match=r"^layer 10 has no fraction in lenet5.conf: give -p FRACTION"):
+        plan.pick([1, 10], source="lenet5.conf")

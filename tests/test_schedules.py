@@ -77,3 +77,21 @@ def test_the_linear_schedule_prunes_exact_counts_at_every_step():
     assert counts[(3, 8)] == 82080 and counts[(10, 8)] == 273600
     assert [(r.step, r.index) for r in results[:6]] == [(1, 1), (1, 4), (1, 8), (1, 10), (1, 12), (2, 1)]
     assert kp.sparsity_report(model).zeros == 291231  # the original's 0.929 compression
+
+
+@pytest.mark.parametrize("frequency, epochs", [(5, 2), (20, 8), (1000, 400)])
+def test_planned_epochs_of_a_cubic_schedule_follow_its_frequency(frequency, epochs):
+    pruning = IterativePruning({"fc1": 0.9}, Cubic(4, frequency), steps_per_epoch=10)
+    assert pruning.planned_steps == Cubic(4, frequency).end() == 4 * frequency
+    assert pruning.planned_epochs == epochs
+    late = IterativePruning({"fc1": 0.9}, Cubic(4, frequency, begin=25), steps_per_epoch=10)
+    assert late.planned_steps == 25 + 4 * frequency and late.planned_epochs == -(-(25 + 4 * frequency) // 10)
+
+
+def test_planned_epochs_of_a_cubic_schedule_need_the_epoch_length():
+    with pytest.raises(InputError, match=r"Cubic\(4, frequency=20.*give IterativePruning steps_per_epoch.*train planned_steps \(80\) steps"):
+        IterativePruning({"fc1": 0.9}, Cubic(4, 20)).planned_epochs
+    with pytest.raises(InputError, match="steps_per_epoch must be a positive whole number, got 0"):
+        IterativePruning({"fc1": 0.9}, Cubic(4, 20), steps_per_epoch=0)
+    linear = IterativePruning({"fc1": 0.9, "fc2": 0.5}, Linear(3), epochs_per_step=2)
+    assert linear.planned_epochs == 12 and linear.planned_steps is None

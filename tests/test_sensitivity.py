@@ -52,7 +52,7 @@ def test_sensitivity_with_retraining_retrains_every_point_from_the_trained_model
 
 def test_the_sensitivity_command_writes_csv_and_a_real_png(trained_lenet5, small_idx_dir, tmp_path):
     result = CliRunner().invoke(main, ["sensitivity", "-m", str(trained_lenet5), "--data-dir", str(small_idx_dir),
-                                       "-l", "1,8,12", "--steps", "3", "--log-dir", str(tmp_path), "--job-id", "sens"])
+                                       "-l", "1,8,12", "-p", "0.9", "--steps", "3", "--log-dir", str(tmp_path), "--job-id", "sens"])
     assert result.exit_code == 0, result.output
     assert "Layer8 fc1: 90% pruned -> validation loss" in result.output
     rows = list(csv.DictReader((tmp_path / "sens.csv").read_text().splitlines()))
@@ -89,3 +89,32 @@ def test_plot_refuses_files_that_are_not_logs(tmp_path):
 def test_a_sensitivity_sweep_needs_fractions_in_range(trained_lenet5, small_data):
     with pytest.raises(InputError, match=r"must be in \[0, 1\]"):
         sensitivity(kp.load_model(trained_lenet5), small_data, layers=[8], fraction=1.5)
+
+
+def test_sensitivity_layers_without_p_sweep_each_to_its_fraction_in_the_conf(small_idx_dir, tmp_path):
+    # The shipped model and its conf (1,4,8,10,12 -> 0.5,0.7,0.95,0.7,0.5): layer 12 to 0.5, layer 4 to 0.7.
+    result = CliRunner().invoke(main, ["sensitivity", "--data-dir", str(small_idx_dir), "-l", "12,4", "--steps", "2",
+                                       "--log-dir", str(tmp_path), "--job-id", "conf"])
+    assert result.exit_code == 0, result.output
+    assert f"fractions from {kp.resources.DEFAULT_CONF}: 12 -> 0.5, 4 -> 0.7" in result.output
+    rows = list(csv.DictReader((tmp_path / "conf.csv").read_text().splitlines()))
+    assert [(r["LayerNo"], float(r["Fraction"])) for r in rows] == [
+        ("12", 0.0), ("12", 0.25), ("12", 0.5), ("4", 0.0), ("4", 0.35), ("4", 0.7)]
+
+
+def test_sensitivity_layers_the_conf_does_not_name_ask_for_p(trained_lenet5, small_idx_dir, tmp_path):
+    conf = tmp_path / "two.conf"
+    conf.write_text("1,8\n0.5,0.9\n")
+    result = CliRunner().invoke(main, ["sensitivity", "-m", str(trained_lenet5), "--data-dir", str(small_idx_dir),
+                                       "-l", "8,10", "--config", str(conf), "--log-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"layer 10 has no fraction in {conf}: give -p FRACTION" in result.output
+    beside = CliRunner().invoke(main, ["sensitivity", "-m", str(trained_lenet5), "-l", "8", "--log-dir", str(tmp_path)])
+    assert beside.exit_code == 2 and "layer 8 has no fraction: no -p given" in beside.output
+
+
+def test_a_sweep_takes_one_fraction_per_layer(trained_lenet5, small_data):
+    result = sensitivity(kp.load_model(trained_lenet5), small_data, layers=[12, 10], steps=1, fraction=[0.2, 0.6])
+    assert [(r.layer, r.fraction) for r in result.results] == [("fc3", 0.0), ("fc3", 0.2), ("fc2", 0.0), ("fc2", 0.6)]
+    with pytest.raises(InputError, match="2 layers but 3 fractions"):
+        sensitivity(kp.load_model(trained_lenet5), small_data, layers=[12, 10], fraction=[0.2, 0.6, 0.1])

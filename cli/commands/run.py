@@ -13,7 +13,9 @@ import click
 
 from keras_prune_cli.common import (
     batch_size_option,
+    conf_beside,
     data_options,
+    fractions_from_conf,
     load_data,
     model_option,
     print_report,
@@ -54,17 +56,21 @@ class _StepPrinter:
             click.echo(f"  reverted: {reason}; {label} stays at its previous step and is pruned no further")
 
 
-def _resolve_plan(layers, fraction, config, model_path):
+def _resolve_plan(layers, fraction, config, model_path, model):
+    """The plan to prune by, and where it came from: `-l` with `-p`, `-l` alone (its
+    fractions from the conf), or the whole conf (`--config`, else `<model>.conf`)."""
     from keras_prune.errors import InputError
     from keras_prune.plan import make_plan, read_conf
 
-    if layers is not None or fraction is not None:
-        if layers is None or fraction is None:
-            raise InputError("--layers and --fraction go together: give both, or neither to use a conf file")
+    if fraction is not None:
+        if layers is None:
+            raise InputError("-p/--fraction needs -l/--layers: give both, or neither to use a conf file")
         if config is not None:
             raise InputError("give either --layers/--fraction or --config, not both")
         return make_plan(layers, fraction), "options"
-    conf = config or model_path.with_suffix(".conf")
+    if layers is not None:
+        return fractions_from_conf(layers, config, model_path, model)
+    conf = conf_beside(config, model_path)
     if config is None and not conf.is_file():
         raise InputError(
             f"no --layers given and no conf file {conf} beside the model; pass "
@@ -96,14 +102,14 @@ class _PrunerChoice(click.Choice):
 @click.command()
 @model_option("the shipped pretrained lenet5 (saved_models/lenet5.keras)")
 @click.option("-l", "--layers", default=None, help="Layers to prune: comma-separated 1-based indices or names (see `keras-prune layers`).")
-@click.option("-p", "--fraction", default=None, help="Fraction of each layer's weights to prune, in [0, 1]: one value, or one per layer.")
+@click.option("-p", "--fraction", default=None, help="Fraction of each layer's weights to prune, in [0, 1]: one value, or one per layer. Default with --layers: each layer's fraction in the conf.")
 @click.option(
     "--config",
     "-conf",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Conf file: layers on line 1, fractions on line 2 (CSV). Default without "
-    "--layers: <model>.conf beside the model.",
+    help="Conf file: layers on line 1, fractions on line 2 (CSV). Default: "
+    "<model>.conf beside the model; with --layers and no -p, only those layers' fractions are used.",
 )
 @click.option("--pruner", "-pruner", type=_PrunerChoice(), default="magnitude", show_default=True, help="Criterion that ranks the weights (mag = magnitude; docs/criteria.md), or a method that also updates the kept weights (sparsegpt, wanda; docs/one-shot.md).")
 @click.option("--pattern", default=None, metavar="N:M|RxC", help="Sparsity pattern: N:M keeps at most N of each M consecutive inputs (2:4, 4:8); RxC prunes whole blocks of R inputs by C outputs. A layer ends at max(fraction, (M-N)/M) with N:M. Layer scope, weight granularity.")
@@ -191,6 +197,7 @@ def run(model_path, layers, fraction, config, pruner, pattern, scope, normalizat
     \b
     Examples:
       keras-prune run -l 8 -p 0.7                     # one layer, no retraining
+      keras-prune run --pruner l1 --layers 1,4,8      # these layers, fractions from the conf
       keras-prune run --retrain --epochs 3            # the model's conf, retrained
       keras-prune run --iterations 10 --retrain -l 8 -p 0.9
       keras-prune run --iterations 10 --retrain --acc-tradeoff 0.2 --log-dir logs
@@ -219,7 +226,6 @@ def run(model_path, layers, fraction, config, pruner, pattern, scope, normalizat
     given = {"probes": probes, "hessian": hessian, "penalty": gate_penalty, "epochs": gate_epochs, "budget": emp_budget}
     model_path = model_path or PRETRAINED_MODEL
     out = out or Path(f"{model_path.stem}_pruned.keras")
-    plan, source = _resolve_plan(layers, fraction, config, model_path)
     checkpoints = retrain and epochs > 0 and not reload and schedule == "linear" and not multi_worker
     if checkpoints:
         checkpoint_dir = checkpoint_dir or out.with_name(out.name + ".checkpoint")
@@ -259,6 +265,7 @@ def run(model_path, layers, fraction, config, pruner, pattern, scope, normalizat
             "continue it, or remove the folder to start again"
         )
     model = load_model(model_path, safe_mode=not unsafe)
+    plan, source = _resolve_plan(layers, fraction, config, model_path, model)
     data = load_data(data_dir, dataset)
     seed_everything(seed)
     click.echo(f"Devices: {devices.description}")

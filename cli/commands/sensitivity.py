@@ -9,6 +9,7 @@ import click
 from keras_prune_cli.common import (
     batch_size_option,
     data_options,
+    fractions_from_conf,
     load_data,
     model_option,
     seed_everything,
@@ -28,7 +29,8 @@ def _print_row(result) -> None:
 @model_option("the shipped pretrained lenet5 (saved_models/lenet5.keras)")
 @click.option("-l", "--layers", default=None, help="Layers to sweep: comma-separated 1-based indices or names. Default: every prunable layer.")
 @click.option("--steps", type=click.IntRange(min=1), default=9, show_default=True, help="Points per layer; step i prunes the layer alone to fraction*i/steps.")
-@click.option("-p", "--fraction", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="The largest fraction pruned, reached at the last step.")
+@click.option("-p", "--fraction", type=click.FloatRange(0, 1), default=None, help="The largest fraction pruned, reached at the last step [default: 0.9; with --layers, each layer's fraction in the conf].")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Conf file giving the fractions of --layers when -p is not given. Default: <model>.conf beside the model.")
 @click.option("--pruner", default="magnitude", show_default=True, help="Criterion that ranks the weights (see `keras-prune run --help`).")
 @click.option("--retrain", is_flag=True, help="Retrain after each step (from the trained model every time).")
 @click.option("--epochs", type=click.IntRange(min=0), default=1, show_default=True, help="Retraining epochs per step.")
@@ -44,7 +46,7 @@ def _print_row(result) -> None:
 @seed_option
 @data_options
 @click.option("--unsafe", is_flag=True, help="Allow models that contain code (Lambda layers).")
-def sensitivity(model_path, layers, steps, fraction, pruner, retrain, epochs, lr, momentum, metric, log_dir, job_id, log_test, gpu, cpu, batch_size, seed, data_dir, dataset, unsafe):
+def sensitivity(model_path, layers, steps, fraction, config, pruner, retrain, epochs, lr, momentum, metric, log_dir, job_id, log_test, gpu, cpu, batch_size, seed, data_dir, dataset, unsafe):
     """Prune each layer alone, step by step, and plot accuracy against fraction pruned.
 
     Every point starts again from the trained model (like `run --reload`), so each is
@@ -56,6 +58,7 @@ def sensitivity(model_path, layers, steps, fraction, pruner, retrain, epochs, lr
     Examples:
       keras-prune sensitivity --steps 5
       keras-prune sensitivity -l 1,4 --steps 9 --retrain --epochs 1 --metric error
+      keras-prune sensitivity -l 1,4,8 --steps 5    # each up to its fraction in the conf
     """
     from keras_prune.devices import select_devices
 
@@ -63,6 +66,7 @@ def sensitivity(model_path, layers, steps, fraction, pruner, retrain, epochs, lr
     # Devices first: they must be chosen before anything creates a tensor.
     devices = select_devices(gpus=gpu, cpu=cpu)
     from keras_prune.criteria import get_criterion
+    from keras_prune.errors import InputError
     from keras_prune.experiment import RunSettings
     from keras_prune.plan import parse_selectors
     from keras_prune.plotting import plot_log
@@ -73,22 +77,30 @@ def sensitivity(model_path, layers, steps, fraction, pruner, retrain, epochs, lr
 
     pruner = "magnitude" if pruner == "mag" else pruner
     get_criterion(pruner)  # an unknown name fails now, before any loading
+    if config is not None and (layers is None or fraction is not None):
+        raise InputError("--config gives the fractions of --layers; give it with --layers and without -p")
     selectors = parse_selectors(layers) if layers is not None else None
     settings = RunSettings(criterion=pruner, retrain=retrain, epochs=epochs, lr=lr, momentum=momentum,
                            batch_size=batch_size, seed=seed, log_test=log_test)
     model_path = model_path or PRETRAINED_MODEL
     model = load_model(model_path, safe_mode=not unsafe)
+    if selectors is not None and fraction is None:
+        plan, source = fractions_from_conf(layers, config, model_path, model)
+        fractions, target = plan.fractions, f"{source}: " + ", ".join(f"{s} -> {f:g}" for s, f in plan.items())
+    else:
+        fraction = 0.9 if fraction is None else fraction
+        fractions, target = fraction, f"{fraction:g} per layer"
     data = load_data(data_dir, dataset)
     seed_everything(seed)
     log = RunLog(log_dir, job_id, options=options, test_error=False)
     click.echo(f"Devices: {devices.description}")
-    click.echo(f"Model: {model_path}; {steps} step(s) to {fraction:g} per layer, pruner {pruner}"
+    click.echo(f"Model: {model_path}; {steps} step(s) to {target}, pruner {pruner}"
                + (f", retraining {epochs} epoch(s) per step" if retrain else ", no retraining"))
 
     def on_step(result):
         _print_row(result)
         log.write(result)
 
-    sweep(model, data, selectors, steps, fraction, settings, on_step=on_step, strategy=devices.strategy)
+    sweep(model, data, selectors, steps, fractions, settings, on_step=on_step, strategy=devices.strategy)
     png = plot_log(log.csv_path, metric=metric, title=f"{model_path.name}: each layer pruned alone ({pruner})")
     click.echo(f"Wrote {log.csv_path}, {log.jsonl_path} and {png}")

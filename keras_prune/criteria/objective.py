@@ -6,15 +6,18 @@ Shared by taylor1/taylor2/taylor12, the gate criteria (l1, l2) and emp:
   ``SparseCategoricalCrossentropy(from_logits=True)``, evaluated per image. Every
   criterion runs the model with ``training=False`` (dropout off, batch normalisation
   on its moving statistics), so scoring never updates a variable of the model.
-- `fixed_batches`: the scoring batches, read once. A shuffled `tf.data` pipeline
-  yields different images on every pass; reading it once makes every pass of a
-  criterion (probes, gate epochs, emp blocks) see the same images.
+- `fixed_batches`: the scoring batches, read once and bounded (`SCORE_BATCHES`), from
+  any data form users have (tf.data batched or not, infinite or not, (x, y) arrays,
+  PyDataset, generators); anything else is an `InputError`. A shuffled `tf.data`
+  pipeline yields different images on every pass; reading it once makes every pass
+  of a criterion (probes, gate epochs, emp blocks) see the same images.
 - `progress_bar`: a `keras.utils.Progbar` when a criterion is verbose.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import itertools
+from typing import Any, Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -98,34 +101,189 @@ class TaskLoss:
         return tf.math.log(tf.maximum(y_pred, tf.cast(1e-12, y_pred.dtype)))
 
 
-def fixed_batches(data: Iterable | None, criterion: str) -> list[Batch]:
-    """Reads the scoring batches once, as tensors.
+SCORE_BATCHES = 20
+"""How many batches a data-driven criterion scores on by default (API and CLI alike)."""
+
+SCORE_BATCH_SIZE = 128
+"""Images per scoring batch when keras-prune batches the data itself (the CLI's default)."""
+
+
+class ScoringBatches(list):
+    """Scoring batches already read by `fixed_batches`: a list of ``(x, y)`` tensors.
+
+    `fixed_batches` returns such a list unchanged, so data read once (by `prune` or
+    `IterativePruning`) is never cut or re-read by the criterion that receives it.
+    """
+
+
+def fixed_batches(
+    data: Any,
+    criterion: str,
+    model: keras.Model | None = None,
+    batches: int = SCORE_BATCHES,
+    batch_size: int = SCORE_BATCH_SIZE,
+) -> ScoringBatches:
+    """Reads at most `batches` scoring batches once, as tensors: the one place where
+    the data users give becomes what criteria score on.
+
+    Accepted `data`:
+
+    - a `tf.data.Dataset` of ``(x, y)`` or ``(x, y, sample_weight)`` elements,
+      batched or not (unbatched elements, one rank below the model's input, are
+      batched by `batch_size`); infinite ones (``dataset.repeat()``) too;
+    - an ``(x, y)`` pair of arrays (numpy or tensors), cut into `batch_size` batches;
+    - a `keras.utils.PyDataset`;
+    - a generator, iterator or list yielding ``(x, y)`` batches, or single
+      ``(x, y)`` samples (batched by `batch_size`);
+    - a `ScoringBatches` list, returned as it is.
+
+    Only the first `batches` batches are read, so an infinite source never hangs.
+    Whether the data is batched is judged against the model's input rank; without
+    `model` the data is taken as batched.
 
     Args:
-        data: training batches ``(x, y)`` (a `tf.data.Dataset` or any iterable).
-        criterion: the criterion's name, for the error message.
+        data: the training data (never the test split).
+        criterion: the criterion's name, for the error messages.
+        model: the model the batches are for, to tell samples from batches.
+        batches: how many batches to keep at most.
+        batch_size: images per batch when batching arrays or single samples.
 
     Returns:
-        The batches as a list of ``(x, y)`` tensors.
+        At most `batches` ``(x, y)`` tensor pairs.
 
     Raises:
-        InputError: no data, or no batch in it.
+        InputError: no data, data of any other form, or no batch in it.
 
     Example:
 
     ```python
-    batches = fixed_batches(dataset.train(128, seed=0).take(20), "taylor1")
+    batches = fixed_batches((x_train, y_train), "taylor1", model)  # 20 batches of 128
+    batches = fixed_batches(dataset.repeat(), "l1", model)        # 20 batches, then stops
     ```
     """
+    what = f"criterion '{criterion}'"
     if data is None:
-        raise InputError(f"criterion '{criterion}' needs training batches; none were given")
-    batches = []
-    for batch in data:
-        x, y = batch[0], batch[1]
-        batches.append((tf.convert_to_tensor(x), tf.convert_to_tensor(y)))
-    if not batches:
-        raise InputError(f"criterion '{criterion}' got no training batches to score on")
-    return batches
+        raise InputError(f"{what} needs training data; none was given")
+    if isinstance(data, ScoringBatches):
+        return data
+    for name, value in (("score batches", batches), ("batch size", batch_size)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise InputError(f"{name} must be a positive whole number, got {value}")
+    rank = _input_rank(model)
+    if isinstance(data, tf.data.Dataset):
+        elements = _dataset_elements(data, rank, batch_size, what)
+    elif isinstance(data, keras.utils.PyDataset):
+        count = data.num_batches if data.num_batches is not None else batches
+        elements = (data[i] for i in range(min(count, batches)))
+    elif _is_array_pair(data):
+        elements = _array_batches(data, batch_size, what)
+    elif isinstance(data, (str, bytes, dict)) or not isinstance(data, Iterable):
+        raise InputError(
+            f"{what} cannot score on {type(data).__name__} data: give a tf.data.Dataset, an "
+            "(x, y) pair of arrays, a keras.utils.PyDataset, or an iterable of (x, y) batches"
+        )
+    else:
+        elements = _rebatched(iter(data), rank, batch_size)
+    out = ScoringBatches()
+    for number, element in enumerate(itertools.islice(elements, batches), start=1):
+        out.append(_pair(element, number, what))
+    if not out:
+        raise InputError(f"{what} got no training batches to score on")
+    return out
+
+
+def _input_rank(model: keras.Model | None) -> int | None:
+    """The rank of the model's (first) input, batch axis included; None if unknown."""
+    try:
+        return len(tf.nest.flatten(model.inputs)[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _is_array_pair(data) -> bool:
+    return (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and all(hasattr(part, "shape") and len(part.shape) >= 1 for part in data)
+    )
+
+
+def _array_batches(data, batch_size: int, what: str) -> Iterator:
+    x, y = data
+    if x.shape[0] != y.shape[0]:
+        raise InputError(f"{what}: x has {x.shape[0]} samples but y has {y.shape[0]}; they must match")
+    return ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, int(x.shape[0]), batch_size))
+
+
+def _dataset_elements(data: tf.data.Dataset, rank: int | None, batch_size: int, what: str):
+    spec = data.element_spec
+    if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
+        raise InputError(f"{what} needs a dataset of (x, y) elements; its elements are {spec}")
+    x_rank = tf.nest.flatten(spec[0])[0].shape.rank
+    if rank is not None and x_rank == rank - 1:
+        data = data.batch(batch_size)
+    return iter(data)
+
+
+def _rebatched(elements: Iterator, rank: int | None, batch_size: int) -> Iterator:
+    """Yields the elements as they are, or, if they are single samples (one rank below
+    the model's input), stacked into batches of `batch_size`."""
+    first = next(elements, None)
+    if first is None:
+        return
+    x_rank = _rank_of(first)
+    if rank is None or x_rank != rank - 1:
+        yield first
+        yield from elements
+        return
+    samples = [first]
+    for sample in elements:
+        samples.append(sample)
+        if len(samples) == batch_size:
+            yield _stack(samples)
+            samples = []
+    if samples:
+        yield _stack(samples)
+
+
+def _rank_of(element) -> int | None:
+    """The rank of an ``(x, y)`` element's x (its first array); None if not such a pair."""
+    if not isinstance(element, (tuple, list)) or not element:
+        return None
+    leaves = tf.nest.flatten(element[0])
+    return np.ndim(leaves[0]) if leaves else None
+
+
+def _stack(samples: list) -> tuple:
+    """Single ``(x, y)`` samples stacked into one batch."""
+    shapes = [tuple(np.shape(leaf) for leaf in tf.nest.flatten(tuple(s)[:2])) for s in samples]
+    for shape in shapes[1:]:
+        if shape != shapes[0]:
+            raise InputError(
+                f"the data's (x, y) samples cannot be stacked into a batch: one has shapes "
+                f"{shapes[0]}, another {shape}"
+            )
+    return tuple(tf.nest.map_structure(lambda *parts: tf.stack(parts), *[tuple(s)[:2] for s in samples]))
+
+
+def _pair(element, number: int, what: str) -> Batch:
+    """An element as an ``(x, y)`` pair of tensors (a sample weight is dropped)."""
+    if not isinstance(element, (tuple, list)) or len(element) not in (2, 3):
+        raise InputError(
+            f"{what}: batch {number} of the data is a {type(element).__name__}, not an "
+            "(x, y) or (x, y, sample_weight) tuple"
+        )
+    try:
+        x, y = (tf.nest.map_structure(tf.convert_to_tensor, part) for part in element[:2])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what}: batch {number} of the data is not numbers: {exc}".splitlines()[0]) from None
+    for leaf in tf.nest.flatten((x, y)):
+        if not (leaf.dtype.is_floating or leaf.dtype.is_integer or leaf.dtype.is_bool) or leaf.shape.rank == 0:
+            raise InputError(
+                f"{what}: batch {number} of the data is not numbers with a batch axis "
+                f"(got {leaf.dtype.name} of shape {leaf.shape})"
+            )
+    return x, y
 
 
 def check_model(model: keras.Model | None, criterion: str) -> keras.Model:

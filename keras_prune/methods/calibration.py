@@ -87,7 +87,7 @@ class LayerwiseMethod(Method):
     """
 
     def prune(self, model, fractions, data, pattern=None) -> None:
-        batches = fixed_batches(data, self.name)
+        batches = fixed_batches(data, self.name, model)
         work = []
         for layer, fraction in fractions.items():
             for part in linear_parts(layer.layer):
