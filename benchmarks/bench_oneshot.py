@@ -19,6 +19,7 @@ Run from the repository root:
 
     .venv/bin/python benchmarks/bench_oneshot.py [--nets lenet5_caffe,lenet_300_100]
     .venv/bin/python benchmarks/bench_oneshot.py --shipped
+    .venv/bin/python benchmarks/bench_oneshot.py --int8     # prune, then quantize
 
 Results and the command are recorded in docs/one-shot.md.
 """
@@ -142,6 +143,29 @@ def shipped(batches, data) -> None:
               + f"{time.perf_counter() - started:>9.0f}", flush=True)
 
 
+def int8(batches, data) -> None:
+    """The shipped LeNet-5, conf pruned by sparsegpt, stripped, then Keras int8-quantized."""
+    import warnings
+
+    from keras_prune.resources import PRETRAINED_MODEL
+
+    model = kp.prunable(kp.load_model(PRETRAINED_MODEL))
+    kp.prune(model, SHIPPED_PLANS["conf"], "sparsegpt", data=batches)
+    plain = kp.strip(model)
+    zeros = {l.name: float(np.mean(l.kernel.numpy() == 0)) for l in plain.layers if hasattr(l, "kernel")}
+    print(f"\nshipped LeNet-5, conf, sparsegpt: float32 test error {evaluate(plain, data.test()).error:.2f}%")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # layers without int8 support are left as they are
+        plain.quantize("int8")
+    print(f"after model.quantize('int8'): test error {evaluate(plain, data.test()).error:.2f}%")
+    for layer in plain.layers:
+        for weight in layer.weights:
+            if weight.name == "kernel":
+                value = keras.ops.convert_to_numpy(weight)
+                print(f"  {layer.name}: {value.dtype} kernel, zeros {np.mean(value == 0):.4f} "
+                      f"(before quantizing {zeros[layer.name]:.4f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nets", default="lenet5_caffe,lenet_300_100")
@@ -149,6 +173,7 @@ def main() -> None:
     parser.add_argument("--fractions", default=",".join(str(f) for f in FRACTIONS))
     parser.add_argument("--batches", type=int, default=20, help="calibration batches of 128")
     parser.add_argument("--shipped", action="store_true", help="the criteria table on the shipped LeNet-5")
+    parser.add_argument("--int8", action="store_true", help="prune (sparsegpt), then Keras int8-quantize the shipped LeNet-5")
     args = parser.parse_args()
     print(f"bench_oneshot {datetime.datetime.now():%Y-%m-%d %H:%M}: {platform.machine()}, "
           f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Keras {keras.__version__}")
@@ -156,6 +181,9 @@ def main() -> None:
     batches = list(data.scoring(128, args.batches, 0))
     if args.shipped:
         shipped(batches, data)
+        return
+    if args.int8:
+        int8(batches, data)
         return
     fractions = [float(f) for f in args.fractions.split(",")]
     for net in args.nets.split(","):
