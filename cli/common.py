@@ -87,18 +87,8 @@ def seed_everything(seed: int) -> None:
 
 
 def print_report(report) -> None:
-    """Prints a sparsity report as a table plus the original's totals line."""
-    click.echo(f"{'idx':>4}  {'layer':<16} {'type':<16} {'weights':>10} {'zeros':>10} {'retained':>9}")
-    for row in report.layers:
-        index = "" if row.index is None else str(row.index)
-        click.echo(
-            f"{index:>4}  {row.name:<16} {row.kind:<16} {row.weights:>10,} "
-            f"{row.zeros:>10,} {100 * row.retained:>8.2f}%"
-        )
-    click.echo(
-        f"Total Compression: {report.total_compression:.14g} "
-        f"({report.zeros:,} of {report.weights:,} weights pruned, {report.ratio:.2f}x fewer)"
-    )
+    """Prints a sparsity report: its table plus the original's totals line."""
+    click.echo(str(report))
 
 
 def conf_beside(config: Path | None, model_path: Path) -> Path:

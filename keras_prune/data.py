@@ -263,22 +263,56 @@ def load_idx_dir(data_dir: str | Path) -> Dataset:
 def load_tfds(name: str) -> Dataset:
     """Loads an image-classification dataset through tensorflow-datasets.
 
-    It must already be prepared in the tensorflow-datasets data folder, or the
+    It must already be prepared in the tensorflow-datasets data folder
+    (``~/tensorflow_datasets`` unless ``TFDS_DATA_DIR`` says otherwise), or the
     machine must reach its download host.
 
+    Args:
+        name: a tensorflow-datasets name with ``train`` and ``test`` splits of
+            ``(image, label)`` pairs, e.g. "fashion_mnist".
+
+    Returns:
+        The dataset, the last twelfth of ``train`` held out for validation.
+
     Raises:
-        DataError: tensorflow-datasets cannot provide it.
+        DataError: tensorflow-datasets cannot provide it; a failed download says so
+            and suggests ``--data-dir``.
     """
     try:
         import tensorflow_datasets as tfds
 
-        (x_train, y_train), (x_test, y_test) = tfds.as_numpy(
-            tfds.load(name, split=["train", "test"], as_supervised=True, batch_size=-1)
-        )
+        train, test = tfds.load(name, split=["train", "test"], as_supervised=True)
+        (x_train, y_train), (x_test, y_test) = _tfds_arrays(train), _tfds_arrays(test)
     except Exception as exc:  # tfds raises many types; all mean "cannot load".
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"tensorflow-datasets cannot load '{name}': {first_line}") from None
-    return _split_validation(name, x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32))
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        first = text[:200]
+        if _is_download_failure(exc):
+            raise DataError(
+                f"dataset '{name}' could not be downloaded ({first}); prepare it with "
+                "tensorflow-datasets on a machine that reaches the internet, or pass "
+                "--data-dir with IDX files in MNIST's layout"
+            ) from None
+        raise DataError(f"tensorflow-datasets cannot load '{name}': {first}") from None
+    return _split_validation(name, x_train, y_train, x_test, y_test)
+
+
+def _tfds_arrays(split) -> tuple[np.ndarray, np.ndarray]:
+    """All `(image, label)` pairs of a tf.data split as two arrays (labels int32)."""
+    images, labels = [], []
+    for x, y in split.batch(4096).as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+
+def _is_download_failure(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from, is a network failure."""
+    while exc is not None:
+        module = type(exc).__module__.split(".")[0]
+        if module in ("requests", "urllib3", "urllib", "http", "socket") or type(exc).__name__ == "DownloadError":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def load_dataset(data_dir: str | Path | None = None, name: str | None = None) -> Dataset:

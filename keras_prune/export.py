@@ -4,13 +4,21 @@ Every export strips the wrappers first (`keras_prune.strip`): the files hold pla
 Keras layers (or plain TensorFlow graphs) with pruned weights exactly 0.0, and load
 where keras_prune is not installed.
 
-The SavedModel has one signature, ``serving_default``, for a classifier that
-returns logits:
+The SavedModel has one signature, ``serving_default``, for a classifier:
 
 - input ``images``: the model's input dtype (float32 for the reference models) and
   shape ``(-1, *model.input_shape[1:])``, e.g. ``(-1, 28, 28, 1)``;
-- output ``logits``: float32, ``(-1, classes)``, the model's output;
-- output ``probabilities``: float32, ``(-1, classes)``, softmax of the logits.
+- outputs, float32, ``(-1, classes)``, named after what they hold (`serving_outputs`):
+  ``logits`` and ``probabilities`` when the model returns logits (probabilities =
+  softmax of the logits, or sigmoid for a single column) or ends in a separate
+  softmax/sigmoid operation (logits = that operation's input); only ``probabilities``,
+  the model's own output, when the activation is fused into the last layer
+  (``Dense(10, activation="softmax")``). Softmax is never applied twice.
+
+It is written by `tf.saved_model.save` from a `tf.Module` that tracks each variable
+once. Keras' own export API (`keras.export.ExportArchive`, `model.export`) would serve,
+but on the TensorFlow backend it stores every variable twice (keras-team/keras#23553),
+doubling the file a pruned model is exported to make small.
 
 It is written in TensorFlow Serving's layout, ``BASE/NAME/VERSION/saved_model.pb``
 plus ``variables/``. Every file and folder is written under a temporary name beside
@@ -23,12 +31,10 @@ from __future__ import annotations
 import gzip
 import numbers
 import os
-import shutil
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Sequence, Union
 
 import keras
 import numpy as np
@@ -36,12 +42,14 @@ import numpy as np
 from keras_prune.api import strip, walk_layers, wrapped_layers
 from keras_prune.errors import InputError, ModelError
 from keras_prune.sparse_encoding import encode_bitmask, encode_relative_index
-from keras_prune.storage import atomic_path, load_model, make_folder, save_model
+from keras_prune.storage import atomic_folder, atomic_path, load_model, make_folder, save_model
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "images"
 LOGITS = "logits"
 PROBABILITIES = "probabilities"
+SOFTMAX = "softmax"
+SIGMOID = "sigmoid"
 FORMATS = ("savedmodel", "tflite", "keras")
 QUANTIZATIONS = ("float32", "float16", "dynamic")
 
@@ -119,33 +127,99 @@ def check_quantization(quantization: str) -> str:
     return quantization
 
 
-@contextmanager
-def _atomic_folder(folder: Path) -> Iterator[Path]:
-    """Yields an empty temporary folder beside `folder`; renames it onto `folder` on success.
+@dataclass(frozen=True)
+class ServingOutputs:
+    """What a classifier returns, as the serving signature names it.
 
-    A previous SavedModel at `folder` is replaced; anything else there is refused.
+    Attributes:
+        activation: the model's final activation, `SOFTMAX`, `SIGMOID` or None (it
+            returns logits).
+        names: the signature's outputs: ``("logits", "probabilities")`` or
+            ``("probabilities",)``.
+        logits: the tensor the final activation takes, when it is a separate
+            operation (a `Softmax` or `Activation` layer, `keras.ops.softmax`); None
+            otherwise.
     """
-    if folder.exists() and not (folder / "saved_model.pb").is_file():
-        raise InputError(f"{folder} exists and is not a SavedModel; remove it or pick another version")
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    except OSError as exc:
-        raise InputError(f"cannot write {folder}: {exc.strerror or exc}") from None
-    try:
-        yield tmp
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-            os.replace(folder, old / folder.name)
-            os.replace(tmp, folder)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    activation: str | None
+    names: tuple[str, ...]
+    logits: object = None
+
+
+def _output_operation(model: keras.Model):
+    """The layer or operation that computes the model's (single) output, if it can be told."""
+    if isinstance(model, keras.Sequential):
+        return model.layers[-1] if model.layers else None
+    operations = getattr(model, "operations", None)
+    # A Functional model lists its operations in topological order; with one output,
+    # every operation feeds it, so the last one computes it.
+    return operations[-1] if operations else None
+
+
+def _activation_name(operation) -> str | None:
+    """SOFTMAX or SIGMOID if `operation` ends in that activation, else None."""
+    if isinstance(operation, keras.Model):
+        return serving_outputs(operation).activation
+    if isinstance(operation, keras.layers.Softmax):
+        return SOFTMAX
+    activation = getattr(operation, "activation", None)
+    if callable(activation):
+        name = getattr(activation, "__name__", "")
+    elif not isinstance(operation, keras.layers.Layer):  # a keras.ops node: ops.softmax, ops.sigmoid
+        name = type(operation).__name__.lower()
+    else:
+        name = ""
+    return name if name in (SOFTMAX, SIGMOID) else None
+
+
+def _is_separate_activation(operation) -> bool:
+    """Whether `operation` does nothing but apply the activation (its input is the logits)."""
+    return isinstance(operation, (keras.layers.Softmax, keras.layers.Activation)) or not isinstance(
+        operation, keras.layers.Layer
+    )
+
+
+def serving_outputs(model: keras.Model) -> ServingOutputs:
+    """Finds the final activation of a classifier and the outputs its export serves.
+
+    The activation is that of the layer or operation computing the output: a layer's
+    ``activation`` (``Dense(10, activation="softmax")``), a `Softmax` or
+    `Activation` layer, a `keras.ops.softmax`/`keras.ops.sigmoid` node, or the same
+    at the end of a nested model. A model whose output cannot be traced (a subclassed
+    model) is taken to return logits.
+
+    Args:
+        model: a plain (stripped) model with one output.
+
+    Returns:
+        The activation, the output names, and the logits tensor when there is one
+        apart from the model's own output.
+
+    Example:
+
+    ```python
+    serving_outputs(keras.applications.MobileNet(weights=None)).names
+    # ('logits', 'probabilities'): it ends in an Activation("softmax") layer
+    serving_outputs(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])).names
+    # ('probabilities',)
+    ```
+    """
+    operation = _output_operation(model)
+    activation = _activation_name(operation) if operation is not None else None
+    if activation is None:
+        return ServingOutputs(None, (LOGITS, PROBABILITIES))
+    if _is_separate_activation(operation):
+        try:
+            logits = operation.input
+        except (AttributeError, ValueError):  # a shared layer: no single input
+            logits = None
+        if logits is not None and not isinstance(logits, (list, tuple, dict)):
+            return ServingOutputs(activation, (LOGITS, PROBABILITIES), logits)
+    return ServingOutputs(activation, (PROBABILITIES,))
 
 
 def _serving_module(model: keras.Model):
-    """A `tf.Module` tracking the model's variables, and its serving function."""
+    """A `tf.Module` tracking the model's variables once, and its serving function."""
     import tensorflow as tf
 
     try:
@@ -154,18 +228,37 @@ def _serving_module(model: keras.Model):
         inputs, outputs = [], []
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelError(
-            f"'{model.name}' must have exactly one input and one output (a classifier "
-            f"returning logits) to be exported; it has {len(inputs)} and {len(outputs)}"
+            f"'{model.name}' must have exactly one input and one output (a classifier) "
+            f"to be exported; it has {len(inputs)} and {len(outputs)}"
         )
     spec = tf.TensorSpec((None, *inputs[0].shape[1:]), inputs[0].dtype, name=INPUT_NAME)
+    head = serving_outputs(model)
+    if head.logits is not None:  # one forward pass yields both tensors
+        served = keras.Model(inputs[0], [head.logits, outputs[0]], name=model.name)
 
-    @tf.function(input_signature=[spec])
-    def serve(images):
-        logits = tf.cast(model(images, training=False), tf.float32)
-        return {LOGITS: logits, PROBABILITIES: tf.nn.softmax(logits, axis=-1)}
+        @tf.function(input_signature=[spec])
+        def serve(images):
+            logits, probabilities = served(images, training=False)
+            return {LOGITS: tf.cast(logits, tf.float32), PROBABILITIES: tf.cast(probabilities, tf.float32)}
+
+    elif head.activation is not None:
+        served = model
+
+        @tf.function(input_signature=[spec])
+        def serve(images):
+            return {PROBABILITIES: tf.cast(model(images, training=False), tf.float32)}
+
+    else:
+        served = model
+
+        @tf.function(input_signature=[spec])
+        def serve(images):
+            logits = tf.cast(model(images, training=False), tf.float32)
+            squash = tf.sigmoid if logits.shape[-1] == 1 else tf.nn.softmax
+            return {LOGITS: logits, PROBABILITIES: squash(logits)}
 
     module = tf.Module()
-    module.model_variables = [v.value for v in model.variables]
+    module.model_variables = [v.value for v in served.variables]  # the tf.Variables `serve` captures
     return module, serve
 
 
@@ -185,7 +278,7 @@ def describe_signature(model: keras.Model) -> str:
 
     return (
         f"{SIGNATURE_KEY}: {INPUT_NAME} {model.inputs[0].dtype} {shape(model.input_shape)} -> "
-        f"{LOGITS}, {PROBABILITIES} float32 {shape(model.output_shape)}"
+        f"{', '.join(serving_outputs(model).names)} float32 {shape(model.output_shape)}"
     )
 
 
@@ -228,7 +321,9 @@ def export_savedmodel(
     name = check_name(name or model.name)
     model_folder = make_folder(Path(base_dir) / name)
     destination = model_folder / str(version)
-    with _atomic_folder(destination) as tmp:
+    if destination.exists() and not (destination / "saved_model.pb").is_file():
+        raise InputError(f"{destination} exists and is not a SavedModel; remove it or pick another version")
+    with atomic_folder(destination) as tmp:
         _write_savedmodel(model, tmp)
     return destination
 
@@ -251,7 +346,8 @@ def tflite_bytes(model: ModelSource, quantization: str = "float32", sparse: bool
 
     Raises:
         InputError: an unknown quantization.
-        ModelError: see `export_savedmodel`.
+        ModelError: see `export_savedmodel`; or the converter cannot convert the
+            model (e.g. an LSTM's tensor lists), in one line.
     """
     import tensorflow as tf
 
@@ -268,7 +364,20 @@ def tflite_bytes(model: ModelSource, quantization: str = "float32", sparse: bool
         if sparse:
             optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
         converter.optimizations = optimizations
-        return converter.convert()
+        try:
+            return converter.convert()
+        except Exception as exc:  # tf.lite's ConverterError and others: many lines of MLIR diagnostics.
+            raise ModelError(f"TFLite cannot convert '{model.name}': {_converter_message(exc)}") from None
+
+
+def _converter_message(exc: Exception) -> str:
+    """The first diagnostic of a TFLite converter error, without its source location."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if ": error: " in line] or lines or [type(exc).__name__]
+    message = errors[0].split(": error: ", 1)[-1]
+    if message.startswith("loc("):  # loc(callsite(...)): the op's place in the graph
+        message = message[message.rfind(")): ") + 4:] if ")): " in message else message
+    return " ".join(message.split())[:300]
 
 
 def export_tflite(

@@ -47,9 +47,44 @@ class LayerSparsity:
 
 @dataclass(frozen=True)
 class SparsityReport:
-    """Per-layer sparsity and the totals the original tool printed."""
+    """Per-layer sparsity and the totals the original tool printed.
+
+    ``str(report)`` (and so ``print(report)``) is a table, one prunable layer a row,
+    and the original's ``Total Compression`` line.
+
+    Attributes:
+        layers: one `LayerSparsity` per prunable layer, in the model's order.
+
+    Example:
+
+    ```python
+    print(sparsity_report(model))
+    #  idx  layer            type                weights      zeros  retained
+    #    1  conv1            Conv2D                  150         75    50.00%
+    # ...
+    # Total Compression: 0.92905541200115 (291,231 of 313,470 weights pruned, 14.10x fewer)
+    ```
+    """
 
     layers: tuple[LayerSparsity, ...]
+
+    def __str__(self) -> str:
+        name_width = max([16, *(len(row.name) for row in self.layers)])
+        kind_width = max([16, *(len(row.kind) for row in self.layers)])
+        lines = [
+            f"{'idx':>4}  {'layer':<{name_width}} {'type':<{kind_width}} {'weights':>10} {'zeros':>10} {'retained':>9}"
+        ]
+        for row in self.layers:
+            index = "" if row.index is None else str(row.index)
+            lines.append(
+                f"{index:>4}  {row.name:<{name_width}} {row.kind:<{kind_width}} {row.weights:>10,} "
+                f"{row.zeros:>10,} {100 * row.retained:>8.2f}%"
+            )
+        lines.append(
+            f"Total Compression: {self.total_compression:.14g} "
+            f"({self.zeros:,} of {self.weights:,} weights pruned, {self.ratio:.2f}x fewer)"
+        )
+        return "\n".join(lines)
 
     @property
     def weights(self) -> int:

@@ -173,8 +173,8 @@ class TensorBoardLog(keras.callbacks.Callback):
       closed.
     - ``DIR/train``: every number in `fit`'s epoch logs (loss, accuracy, ...), by epoch.
 
-    The scalars are written with TensorFlow's own summary ops, so TensorBoard itself is
-    only needed to view them (``tensorboard --logdir DIR``).
+    The scalars are written with `tf.summary.scalar`; view them with
+    ``tensorboard --logdir DIR``.
 
     Args:
         log_dir: the TensorBoard folder.
@@ -224,12 +224,10 @@ class TensorBoardLog(keras.callbacks.Callback):
 
 
 def _write_scalars(writer, values: Mapping[str, float], step: int) -> None:
-    """Writes float scalars the way TensorBoard's scalar plugin reads them."""
+    """Writes float scalars with `tf.summary.scalar` and flushes."""
     import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
 
-    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
     with writer.as_default(step=step):
         for tag, value in values.items():
-            tf.summary.write(tag, tf.constant(value, tf.float32), metadata=metadata)
+            tf.summary.scalar(tag, float(value))
     writer.flush()

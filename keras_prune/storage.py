@@ -1,14 +1,16 @@
 """Loading and saving models and files, safely.
 
-Every write goes to a temporary file in the destination folder and is renamed into
-place only when complete, so a crash or a full disk never leaves a half-written file.
+Every write goes to a temporary file (or folder) beside its destination, is flushed
+to the disk (fsync), and is renamed into place only when complete, so a crash or a
+full disk never leaves a half-written file.
 Models are loaded with Keras safe mode on: no arbitrary code (Lambda layers) runs.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import shutil
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,16 +22,40 @@ import numpy as np
 from keras_prune.errors import InputError, ModelError, NumericalError, WriteError
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _temporary_name(path: Path, suffix: str) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}")
+
+
+def _fsync(path: Path) -> None:
+    """Flushes a file's or folder's contents (a folder: its entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for root, _, files in os.walk(folder, topdown=False):
+        for name in files:
+            _fsync(Path(root) / name)
+        _fsync(Path(root))
+
+
+def _writable_folder(path: Path) -> Path:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"cannot write {path}: folder {folder} does not exist")
+    return folder
 
 
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yields a temporary path beside `path`; renames it onto `path` on success.
 
+    The temporary file is created with the permissions any new file gets (0666 less
+    the process umask, which is left alone), and flushed to the disk (fsync) before
+    the rename, the folder after it, so a crash leaves either the old or the new file.
     On any exception the temporary file is removed and `path` is left as it was.
 
     Raises:
@@ -37,24 +63,67 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         WriteError: writing failed part-way (a full disk, an I/O error).
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"cannot write {path}: folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=folder)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp_path = Path(tmp)
+    folder = _writable_folder(path)
+    while True:
+        tmp_path = _temporary_name(path, suffix)
+        try:
+            os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
+        _fsync(folder)
     except OSError as exc:
         raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yields an empty temporary folder beside `path`; renames it onto `path` on success.
+
+    Like `atomic_path` for a folder: everything in it is flushed to the disk before
+    the rename; a folder already at `path` is replaced (moved aside, then removed);
+    on any exception the temporary folder is removed and `path` is left as it was.
+
+    Raises:
+        InputError: the parent folder does not exist or is not writable.
+        WriteError: writing failed part-way.
+
+    Example:
+
+    ```python
+    with atomic_folder("serving/lenet5/1") as tmp:
+        tf.saved_model.save(module, str(tmp))
+    ```
+    """
+    path = Path(path)
+    parent = _writable_folder(path)
+    tmp = _temporary_name(path, "")
+    old = _temporary_name(path, ".old")
+    try:
+        os.mkdir(tmp, 0o777)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync(parent)
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def make_folder(folder: str | Path, what: str = "folder") -> Path:

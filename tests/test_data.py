@@ -95,3 +95,50 @@ def test_a_missing_data_folder_is_reported(tmp_path):
 def test_unavailable_tfds_datasets_are_one_line_errors():
     with pytest.raises(DataError, match="tensorflow-datasets cannot load 'no_such_dataset_xyz'"):
         load_dataset(name="no_such_dataset_xyz")
+
+
+def test_a_tfds_dataset_loads_offline_with_its_splits():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=36):
+        data = load_dataset(name="fashion_mnist")
+    assert data.name == "fashion_mnist"
+    assert len(data.x_train) + len(data.x_val) == 36 and len(data.x_val) == 3 and len(data.x_test) == 36
+    assert data.x_train.shape[1:] == (28, 28, 1)
+    assert data.y_train.dtype == np.int32 and set(np.unique(data.y_train)) <= set(range(10))
+    images, labels = next(iter(data.validation(batch_size=3)))
+    assert images.dtype == "float32" and 0.0 <= float(images.numpy().min()) <= float(images.numpy().max()) <= 1.0
+
+
+def test_the_cli_runs_on_a_tfds_dataset(trained_lenet5):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from click.testing import CliRunner
+
+    from keras_prune_cli.main import main
+
+    with tfds.testing.mock_data(num_examples=24):
+        result = CliRunner().invoke(main, ["test", "-m", str(trained_lenet5), "--dataset", "fashion_mnist"])
+    assert result.exit_code == 0, result.output
+    assert "Data: fashion_mnist (22 train, 2 validation, 24 test images)" in result.output
+    assert "Test: loss" in result.output
+
+
+def test_a_failed_tfds_download_is_one_line_suggesting_data_dir(monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    requests = pytest.importorskip("requests")
+
+    def offline_load(name, **kwargs):  # what tfds raises when the download host is unreachable
+        try:
+            raise requests.exceptions.ConnectionError(
+                "HTTPSConnectionPool(host='storage.googleapis.com', port=443): Max retries exceeded\n"
+                "(Caused by NameResolutionError)"
+            )
+        except requests.exceptions.ConnectionError as exc:
+            raise RuntimeError("Failed to download train-images-idx3-ubyte.gz") from exc
+
+    monkeypatch.setattr(tfds, "load", offline_load)
+    with pytest.raises(DataError) as caught:
+        load_dataset(name="fashion_mnist")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("dataset 'fashion_mnist' could not be downloaded")
+    assert "--data-dir" in message

@@ -18,6 +18,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 import keras_prune as kp
+from keras_prune.errors import WriteError
 from keras_prune.export import FileSize, export_model, export_savedmodel, export_tflite, size_report
 from keras_prune.resources import PRETRAINED_MODEL, PRUNED_MODEL
 from keras_prune.sparse_encoding import (
@@ -193,6 +194,12 @@ def test_savedmodel_uses_tensorflow_servings_layout(exported, pruned_path):
     assert sorted(p.name for p in version.parent.iterdir()) == ["3", "4"]  # no temporary folders left
 
 
+def test_savedmodel_stores_each_weight_once(pruned, exported):
+    stored = tf.train.list_variables(str(exported["savedmodel"] / "variables" / "variables"))
+    values = sum(int(np.prod(shape)) for name, shape in stored if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert values == kp.strip(pruned).count_params()
+
+
 def test_exports_hold_no_keras_prune_classes(pruned, exported):
     stripped = kp.strip(pruned)
     classes = {type(layer).__module__ for _, layer in kp.api.walk_layers(stripped)}
@@ -350,9 +357,9 @@ def test_failed_export_leaves_the_previous_version_intact(pruned_path, tmp_path,
         raise OSError("disk full")
 
     monkeypatch.setattr("keras_prune.export._write_savedmodel", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match="cannot write .*m/1: disk full"):
         export_savedmodel(pruned_path, tmp_path, name="m", version=1)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match="disk full"):
         export_savedmodel(pruned_path, tmp_path, name="m", version=2)
     assert FileSize.of(version) == before
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["1"]
@@ -413,3 +420,122 @@ def test_relative_index_bridges_long_zero_runs_with_fillers():
     encoded = encode_relative_index(weights, index_bits=3)
     assert int.from_bytes(encoded[1:5], "little") == 2 + 10
     np.testing.assert_array_equal(decode_relative_index(encoded, weights.shape), weights)
+
+
+# --- Outputs named after what the model returns: softmax, sigmoid, logits -------------
+
+
+def _dense_head(activation=None, units=4):
+    inputs = keras.Input((6,), name="features")
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    return inputs, keras.layers.Dense(units, activation=activation, name="head")(hidden)
+
+
+def _logits_model():
+    return keras.Model(*_dense_head())
+
+
+def _fused_softmax_model():
+    return keras.Model(*_dense_head("softmax"))
+
+
+def _softmax_layer_model():
+    inputs, logits = _dense_head()
+    return keras.Model(inputs, keras.layers.Softmax()(logits))
+
+
+def _ops_softmax_model():
+    inputs, logits = _dense_head()
+    return keras.Model(inputs, keras.ops.softmax(logits))
+
+
+def _fused_sigmoid_model():
+    return keras.Model(*_dense_head("sigmoid", units=1))
+
+
+def _sigmoid_activation_sequential():
+    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(3), keras.layers.Activation("sigmoid")])
+
+
+def _binary_logit_model():
+    return keras.Model(*_dense_head(units=1))
+
+
+def _mobilenet():
+    keras.utils.set_random_seed(0)
+    return keras.applications.MobileNet(
+        input_shape=(32, 32, 3), alpha=0.25, weights=None, classes=5, include_top=True
+    )
+
+
+def _pre_activation(model):
+    """The input of the model's last layer: its logits when that layer is the activation."""
+    return keras.Model(model.inputs[0], model.layers[-1].input)
+
+
+# name -> (model factory, activation, what each output must equal given the model and x)
+HEADS = {
+    "logits": (_logits_model, None, {
+        "logits": lambda m, x: m(x), "probabilities": lambda m, x: keras.ops.softmax(m(x))}),
+    "Dense(softmax)": (_fused_softmax_model, "softmax", {"probabilities": lambda m, x: m(x)}),
+    "Softmax layer": (_softmax_layer_model, "softmax", {
+        "logits": lambda m, x: _pre_activation(m)(x), "probabilities": lambda m, x: m(x)}),
+    "keras.ops.softmax": (_ops_softmax_model, "softmax", {
+        "logits": lambda m, x: m.get_layer("head")(m.layers[1](x)), "probabilities": lambda m, x: m(x)}),
+    "Dense(1, sigmoid)": (_fused_sigmoid_model, "sigmoid", {"probabilities": lambda m, x: m(x)}),
+    "Activation(sigmoid)": (_sigmoid_activation_sequential, "sigmoid", {
+        "logits": lambda m, x: m.layers[0](x), "probabilities": lambda m, x: m(x)}),
+    "binary logit": (_binary_logit_model, None, {
+        "logits": lambda m, x: m(x), "probabilities": lambda m, x: keras.ops.sigmoid(m(x))}),
+    "MobileNet": (_mobilenet, "softmax", {
+        "logits": lambda m, x: _pre_activation(m)(x), "probabilities": lambda m, x: m(x)}),
+}
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_exports_name_outputs_by_the_final_activation_and_match_keras(head, tmp_path):
+    factory, activation, expected_outputs = HEADS[head]
+    keras.utils.set_random_seed(1)
+    model = factory()
+    x = np.random.default_rng(0).normal(size=(5, *model.input_shape[1:])).astype("float32")
+    expected = {name: keras.ops.convert_to_numpy(f(model, x)) for name, f in expected_outputs.items()}
+
+    outputs = kp.export.serving_outputs(model)
+    assert outputs.activation == activation
+    assert outputs.names == tuple(expected)
+    if activation is not None:  # the model's own output is served as is: never squashed twice
+        np.testing.assert_allclose(expected["probabilities"], keras.ops.convert_to_numpy(model(x)))
+
+    paths = export_model(model, tmp_path, formats=["savedmodel", "tflite"], name="m")
+    served = tf.saved_model.load(str(paths["savedmodel"])).signatures["serving_default"](images=tf.constant(x))
+    _, runner = tflite_runner(paths["tflite"])
+    for where, result in {"SavedModel": served, "TFLite": runner(images=x)}.items():
+        got = {name: np.asarray(value) for name, value in result.items()}
+        assert sorted(got) == sorted(expected), where
+        for name, value in expected.items():
+            assert np.max(np.abs(got[name] - value)) <= TOLERANCE, (where, name)
+    assert ", ".join(expected) in kp.export.describe_signature(model)
+
+
+def test_a_nested_softmax_model_serves_its_probabilities_only():
+    inner = _fused_softmax_model()
+    outer = keras.Sequential([keras.Input((6,)), inner])
+    assert kp.export.serving_outputs(outer).names == ("probabilities",)
+
+
+def test_a_tflite_conversion_failure_is_one_line(tmp_path):
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)], name="lstm")
+    with pytest.raises(kp.ModelError) as caught:
+        export_tflite(model, tmp_path / "lstm.tflite")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("TFLite cannot convert 'lstm': ")
+    assert "loc(" not in message and "<unknown>" not in message
+    assert not list(tmp_path.iterdir())
+
+    model.save(tmp_path / "lstm.keras")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["export", "-m", str(tmp_path / "lstm.keras"), "--out", str(out), "--format", "tflite"])
+    assert result.exit_code == 2
+    assert result.output.startswith("keras-prune: error: TFLite cannot convert 'lstm': ")
+    assert result.output.count("\n") == 1
+    assert not [p for p in out.rglob("*") if p.is_file()]

@@ -28,3 +28,13 @@ def test_the_readme_main_job_uses_shipped_files_only():
     assert (PROJECT_ROOT / "saved_models" / "lenet5.keras").is_file()
     assert (PROJECT_ROOT / "saved_models" / "lenet5.conf").is_file()
     assert (PROJECT_ROOT / "data" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
+
+
+def test_ci_tests_the_lower_bounds_pyproject_declares():
+    pyproject = (PROJECT_ROOT / "pyproject.toml").read_text()
+    ci = (PROJECT_ROOT / ".ci" / "run").read_text()
+    for package in ("tensorflow", "keras", "tensorflow-datasets"):
+        lower = re.search(rf'"{package}>=([0-9.]+)[,"]', pyproject)
+        assert lower, f"pyproject.toml declares no lower bound for {package}"
+        assert f'"{package}=={lower.group(1)}"' in ci, f".ci/run does not test {package}=={lower.group(1)}"
+    assert ".venv-min/bin/pytest" in ci and "pytest -q -m slow" in ci

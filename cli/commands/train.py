@@ -17,7 +17,8 @@ from keras_prune_cli.common import batch_size_option, data_options, load_data, s
     "model_name",
     default="lenet5",
     show_default=True,
-    help="Reference architecture: lenet5 (the original tool's), lenet5_caffe or lenet_300_100.",
+    help="Reference architecture: lenet5 (the original tool's), lenet5_caffe, lenet_300_100 or vit_mnist "
+    "(a small Vision Transformer; train it with --optimizer adamw --lr 0.002).",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Training epochs.")
 @click.option(
@@ -25,9 +26,16 @@ from keras_prune_cli.common import batch_size_option, data_options, load_data, s
     type=click.FloatRange(min=0, min_open=True),
     default=0.05,
     show_default=True,
-    help="Initial SGD learning rate (cosine-decayed to 0 over the run).",
+    help="Initial learning rate (cosine-decayed to 0 over the run).",
 )
 @click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum.")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "adamw"]),
+    default="sgd",
+    show_default=True,
+    help="SGD with momentum, or AdamW (weight decay 0.05) for Transformers.",
+)
 @click.option("--augment", is_flag=True, help="Shift training images by up to 2 pixels each epoch.")
 @batch_size_option
 @seed_option
@@ -39,7 +47,7 @@ from keras_prune_cli.common import batch_size_option, data_options, load_data, s
     help="Where to save the model (.keras). Default: <model>.keras here. A card "
     "<name>.md describing the training is written beside it.",
 )
-def train(model_name, epochs, lr, momentum, augment, batch_size, seed, data_dir, dataset, out):
+def train(model_name, epochs, lr, momentum, optimizer, augment, batch_size, seed, data_dir, dataset, out):
     """Train a reference model from scratch on the training split.
 
     Validation error is shown after every epoch; the test error is measured once at
@@ -54,11 +62,13 @@ def train(model_name, epochs, lr, momentum, augment, batch_size, seed, data_dir,
     data = load_data(data_dir, dataset)
     seed_everything(seed)
     shifts = ", random 2-pixel shifts" if augment else ""
-    click.echo(
-        f"Training {model_name} for {epochs} epochs (SGD lr {lr} cosine, momentum {momentum}, "
-        f"batch {batch_size}{shifts})"
+    settings = f"SGD, learning rate {lr}" if optimizer == "sgd" else f"AdamW (weight decay 0.05), learning rate {lr}"
+    settings += " with cosine decay to 0" + (f", momentum {momentum}" if optimizer == "sgd" else "")
+    click.echo(f"Training {model_name} for {epochs} epochs ({settings}, batch {batch_size}{shifts})")
+    fit(
+        model, data, epochs, lr=lr, momentum=momentum, batch_size=batch_size, seed=seed, cosine=True,
+        augment=augment, optimizer=optimizer,
     )
-    fit(model, data, epochs, lr=lr, momentum=momentum, batch_size=batch_size, seed=seed, cosine=True, augment=augment)
     val, test = evaluate(model, data.validation()), evaluate(model, data.test())
     click.echo(f"Validation: {val}")
     click.echo(f"Test: {test}")
@@ -72,8 +82,7 @@ def train(model_name, epochs, lr, momentum, augment, batch_size, seed, data_dir,
         f"- trained: {datetime.date.today().isoformat()} with `{command}`\n"
         f"- data: {data.name}, {len(data.x_train)} training images "
         f"({len(data.x_val)} held out for validation)\n"
-        f"- optimiser: SGD, learning rate {lr} with cosine decay to 0, momentum {momentum}, "
-        f"batch {batch_size}, {epochs} epochs, seed {seed}{shifts}\n"
+        f"- optimiser: {settings}, batch {batch_size}, {epochs} epochs, seed {seed}{shifts}\n"
         f"- validation: {val}\n"
         f"- test ({len(data.x_test)} images): {test}\n",
     )

@@ -11,12 +11,13 @@ Shared by taylor1/taylor2/taylor12, the gate criteria (l1, l2) and emp:
   PyDataset, generators); anything else is an `InputError`. A shuffled `tf.data`
   pipeline yields different images on every pass; reading it once makes every pass
   of a criterion (probes, gate epochs, emp blocks) see the same images.
-- `progress_bar`: a `keras.utils.Progbar` when a criterion is verbose.
+- `progress_bar`: a `keras.utils.Progbar` when a criterion is verbose (plain in logs).
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 from typing import Any, Iterable, Iterator, Sequence
 
 import keras
@@ -315,8 +316,14 @@ def by_layer(layers: Sequence[PruneWrapper], flat: Sequence[np.ndarray]) -> dict
 
 
 def progress_bar(target: int, verbose: bool, unit: str) -> keras.utils.Progbar | None:
-    """A progress bar of `target` steps when `verbose`, else None."""
-    return keras.utils.Progbar(target, unit_name=unit) if verbose else None
+    """A progress bar of `target` steps when `verbose`, else None.
+
+    On a terminal it redraws itself; elsewhere (a log file, a pipe) it writes one
+    plain line when done, with no carriage returns or ANSI colour codes.
+    """
+    if not verbose:
+        return None
+    return keras.utils.Progbar(target, verbose=1 if sys.stdout.isatty() else 2, unit_name=unit)
 
 
 def damp(
