@@ -8,6 +8,8 @@ model, directly (``"fc1"``) or by path (``"encoder/fc1"``).
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 import keras
@@ -101,7 +103,7 @@ def find_layers(model: keras.Model, selectors: Iterable[Selector]) -> list[keras
     chosen: list[keras.layers.Layer] = []
     for selector in selectors:
         text = str(selector).strip()
-        if text.lstrip("-").isdigit():
+        if re.fullmatch(r"-?\d+", text):
             index = int(text)
             if not 1 <= index <= len(layers):
                 raise InputError(
