@@ -8,15 +8,26 @@ model, directly (``"fc1"``) or by path (``"encoder/fc1"``).
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 import keras
 
-from keras_prune.criteria import Criterion, get_criterion
+from keras_prune.criteria import Criterion
 from keras_prune.criteria.objective import SCORE_BATCH_SIZE, SCORE_BATCHES, fixed_batches
 from keras_prune.errors import InputError
-from keras_prune.selection import SCOPES, check_fraction, select_global, select_layer
 from keras_prune.graph import check_graph_model, rebuild, top_layers, walk
+from keras_prune.methods import Method, get_pruner, kernel_view
+from keras_prune.selection import (
+    SCOPES,
+    Pattern,
+    check_fraction,
+    parse_pattern,
+    select_global,
+    select_layer,
+    select_matrix,
+)
 from keras_prune.structured import is_structured, prune_units
 from keras_prune.wrapper import PruneWrapper, copy_layer, prunable_variables, strip_layer
 
@@ -71,7 +82,7 @@ def find_layers(model: keras.Model, selectors: Iterable[Selector]) -> list[keras
     chosen: list[keras.layers.Layer] = []
     for selector in selectors:
         text = str(selector).strip()
-        if text.lstrip("-").isdigit():
+        if re.fullmatch(r"-?\d+", text):
             index = int(text)
             if not 1 <= index <= len(layers):
                 raise InputError(
@@ -168,7 +179,7 @@ def strip(model: keras.Model) -> keras.Model:
 def prune(
     model: keras.Model,
     fractions: Mapping[Selector, float],
-    criterion: str | Criterion = "magnitude",
+    criterion: str | Criterion | Method = "magnitude",
     data: Any = None,
     scope: str = "layer",
     normalization: str | None = None,
@@ -177,18 +188,22 @@ def prune(
     unit_norm: str = "l1",
     score_batches: int = SCORE_BATCHES,
     batch_size: int = SCORE_BATCH_SIZE,
+    pattern: str | Pattern | None = None,
 ) -> dict[PruneWrapper, float]:
-    """Prunes the chosen layers to their fractions, ranking weights with a criterion.
+    """Prunes the chosen layers to their fractions, ranking weights with a criterion
+    (or pruning them with a method such as ``sparsegpt``, which also updates the
+    kept weights; see `keras_prune.methods`).
 
     Args:
         model: a model made by `prunable` (the chosen layers must be wrapped).
         fractions: selector -> cumulative fraction of that layer's weights to prune; a
             selector naming a nested model gives its fraction to every wrapped layer in it.
-        criterion: a registered criterion name or a `Criterion` instance.
-        data: training data for criteria that need it (never the test split): a
-            tf.data.Dataset (batched or not, finite or infinite), an ``(x, y)`` pair
-            of arrays, a `keras.utils.PyDataset`, or a generator or list of
-            ``(x, y)`` batches (`keras_prune.criteria.objective.fixed_batches`).
+        criterion: a registered criterion or method name, or an instance of either.
+        data: training data for criteria that need it, calibration data for methods
+            (never the test split): a tf.data.Dataset (batched or not, finite or
+            infinite), an ``(x, y)`` pair of arrays, a `keras.utils.PyDataset`, or a
+            generator or list of ``(x, y)`` batches
+            (`keras_prune.criteria.objective.fixed_batches`).
         scope: ``"layer"``: each layer loses exactly its fraction of its weights;
             ``"global"``: the layers together lose as many weights as their
             fractions add up to, wherever the (normalised) scores are lowest.
@@ -207,6 +222,10 @@ def prune(
         score_batches: the most batches of `data` read and scored on (the CLI's
             ``--score-batches`` default is the same, 20).
         batch_size: images per batch when `data` is arrays or single samples.
+        pattern: ``"N:M"`` (at most N kept in each M consecutive inputs) or
+            ``"RxC"`` blocks, per kernel seen as an (inputs, outputs) matrix (see
+            `keras_prune.selection.Pattern` for how it meets the fraction); layer
+            scope and weight granularity only.
 
     Returns:
         The sparsity of each pruned layer afterwards (coupled layers included).
@@ -228,7 +247,11 @@ def prune(
     structured = is_structured(granularity)
     if structured and scope != "layer":
         raise InputError(f"granularity '{granularity}' works with scope 'layer', not '{scope}'")
-    criterion = get_criterion(criterion, **dict(criterion_options or {}))
+    criterion = get_pruner(criterion, **dict(criterion_options or {}))
+    pattern = parse_pattern(pattern)
+    if (pattern is not None or isinstance(criterion, Method)) and (scope != "layer" or structured):
+        what = f"pattern {pattern}" if pattern is not None else f"pruner '{criterion.name}'"
+        raise InputError(f"{what} works with scope 'layer' and granularity 'weight' only")
     layers = find_layers(model, list(fractions))
     checked = {}
     for layer, fraction in zip(layers, fractions.values()):
@@ -245,8 +268,15 @@ def prune(
     if structured:
         pruned = prune_units(model, checked, criterion, data, unit_norm, granularity)
         return {layer: layer.sparsity() for layer in pruned}
+    if isinstance(criterion, Method):
+        in_order = {layer: checked[layer] for layer in wrapped_layers(model) if layer in checked}
+        criterion.prune(model, in_order, data, pattern)
+        return {layer: layer.sparsity() for layer in checked}
     scores = criterion.score(list(checked), model=model, data=data)
-    if scope == "global":
+    if pattern is not None:
+        for layer, fraction in checked.items():
+            layer.set_mask(_select_pattern(layer, scores[layer], fraction, pattern))
+    elif scope == "global":
         new_masks = select_global(
             [scores[layer] for layer in checked],
             [layer.mask_arrays() for layer in checked],
@@ -259,3 +289,14 @@ def prune(
         for layer, fraction in checked.items():
             layer.set_mask(select_layer(scores[layer], layer.mask_arrays(), fraction))
     return {layer: layer.sparsity() for layer in checked}
+
+
+def _select_pattern(
+    layer: PruneWrapper, scores: Sequence, fraction: float, pattern: Pattern
+) -> list:
+    """One layer's masks under `pattern`, each variable seen as an (inputs, outputs) matrix."""
+    masks = []
+    for variable, score, mask in zip(layer.pruned_variables, scores, layer.mask_arrays()):
+        view = kernel_view(layer.layer, variable)
+        masks.append(view.kernel(select_matrix(view.matrix(score), view.matrix(mask), fraction, pattern)))
+    return masks

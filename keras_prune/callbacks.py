@@ -62,8 +62,9 @@ import keras
 import numpy as np
 
 from keras_prune.api import Selector, find_layers, layer_index, prune, wrapped_layers
-from keras_prune.criteria import Criterion, get_criterion
+from keras_prune.criteria import Criterion
 from keras_prune.criteria.objective import SCORE_BATCHES, ScoringBatches, fixed_batches
+from keras_prune.methods import get_pruner
 from keras_prune.devices import broadcast_first, is_distributed
 from keras_prune.errors import InputError
 from keras_prune.schedules import Linear, Schedule
@@ -197,10 +198,11 @@ class IterativePruning(keras.callbacks.Callback):
             layer's weights to prune. Layers are processed in this order.
         schedule: when and how far to prune (`keras_prune.schedules`); default
             `Linear(1)`, one-shot.
-        criterion: a registered criterion name or a `Criterion`.
-        data: training data for criteria that need it (never the test split), in any
-            form `keras_prune.prune` takes; read once, at the start of training, so
-            every event scores on the same batches.
+        criterion: a registered criterion or method name (``sparsegpt``, ``wanda``),
+            or an instance of either.
+        data: training data for criteria and methods that need it (never the test
+            split), in any form `keras_prune.prune` takes; read once, at the start of
+            training, so every event scores on the same batches.
         epochs_per_step: retraining epochs after each event of an epoch-timed
             schedule; 0 prunes everything at `on_train_begin` without retraining.
         together: prune all layers in one event per step instead of one after the
@@ -226,6 +228,7 @@ class IterativePruning(keras.callbacks.Callback):
         score_batches: the most batches of `data` read (the CLI's default, 20).
         steps_per_epoch: training steps per epoch of your `fit`; needed by
             `planned_epochs` with a ``"batch"`` schedule (cubic) only.
+        pattern: ``"N:M"`` or ``"RxC"`` sparsity pattern (see `keras_prune.prune`).
 
     Example:
 
@@ -263,13 +266,14 @@ class IterativePruning(keras.callbacks.Callback):
         on_step: Callable[[StepResult], None] | None = None,
         score_batches: int = SCORE_BATCHES,
         steps_per_epoch: int | None = None,
+        pattern: str | None = None,
     ):
         super().__init__()
         if not fractions:
             raise InputError("IterativePruning needs at least one layer to prune")
         self.fractions = {s: check_fraction(f, f"fraction for layer '{s}'") for s, f in fractions.items()}
         self.schedule = schedule or Linear(1)
-        self.criterion = get_criterion(criterion)
+        self.criterion = get_pruner(criterion)
         if self.criterion.needs_data and data is None:
             raise InputError(f"criterion '{self.criterion.name}' needs training data; none was given")
         if isinstance(epochs_per_step, bool) or int(epochs_per_step) != epochs_per_step or epochs_per_step < 0:
@@ -290,7 +294,7 @@ class IterativePruning(keras.callbacks.Callback):
         self._score_data: ScoringBatches | None = None
         self.epochs_per_step = int(epochs_per_step)
         self.together = together or scope == "global" or batch_timed
-        self.prune_options = dict(scope=scope, normalization=normalization, granularity=granularity, unit_norm=unit_norm)
+        self.prune_options = dict(scope=scope, normalization=normalization, granularity=granularity, unit_norm=unit_norm, pattern=pattern)
         self.evaluate = evaluate
         self.test_data = None if test_data is None else _batches(test_data)
         self.acc_tradeoff = acc_tradeoff

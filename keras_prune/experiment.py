@@ -25,13 +25,13 @@ import keras
 from keras_prune.api import find_layers, prunable
 from keras_prune.callbacks import IncompleteScheduleWarning, IterativePruning, StepResult
 from keras_prune.checkpoint import Checkpoint, RunCheckpoint, load_checkpoint_model, read_checkpoint
-from keras_prune.criteria import get_criterion
 from keras_prune.criteria.objective import SCORE_BATCHES
+from keras_prune.methods import get_pruner
 from keras_prune.data import Dataset
 from keras_prune.errors import InputError, ScheduleError
 from keras_prune.plan import Plan
 from keras_prune.schedules import SCHEDULES, Cubic, Linear, Schedule
-from keras_prune.selection import SCOPES
+from keras_prune.selection import SCOPES, parse_pattern
 from keras_prune.structured import check_granularity, check_unit_norm
 from keras_prune.training import check_epochs, check_input_shape, compile_classifier, fit_verbosity
 
@@ -43,7 +43,7 @@ class RunSettings:
     """How `run_pruning` prunes and retrains.
 
     Attributes:
-        criterion: registered criterion name.
+        criterion: registered criterion or method name.
         iterations: schedule steps N; step i prunes to fraction * i / N.
         retrain: retrain after each layer's step.
         epochs: retraining epochs per layer step.
@@ -56,6 +56,7 @@ class RunSettings:
         granularity: ``weight``, or ``neuron``/``filter`` to prune whole units
             (see `keras_prune.structured`).
         unit_norm: at unit granularity, ``l1`` or ``l2`` reduction of a unit's scores.
+        pattern: ``N:M`` or ``RxC`` sparsity pattern, or None (see `keras_prune.prune`).
         scope: ``layer`` prunes each layer of the plan in turn to its fraction;
             ``global`` prunes all of them together in one step per schedule step
             (as many weights in total, wherever the scores are lowest), then retrains.
@@ -87,6 +88,7 @@ class RunSettings:
     score_batches: int = SCORE_BATCHES
     granularity: str = "weight"
     unit_norm: str = "l1"
+    pattern: str | None = None
     scope: str = "layer"
     normalization: str | None = None
     criterion_options: Mapping[str, Any] = field(default_factory=dict)
@@ -105,6 +107,7 @@ class RunSettings:
             raise InputError(f"score batches must be a positive integer, got {self.score_batches}")
         check_granularity(self.granularity)
         check_unit_norm(self.unit_norm)
+        parse_pattern(self.pattern)
         if self.scope not in SCOPES:
             raise InputError(f"unknown scope '{self.scope}'; choose one of: {', '.join(SCOPES)}")
         if self.schedule not in SCHEDULES:
@@ -172,7 +175,7 @@ def run_pruning(
     import tensorflow as tf
 
     check_input_shape(model, data)
-    criterion = get_criterion(settings.criterion, **settings.criterion_options)
+    criterion = get_pruner(settings.criterion, **settings.criterion_options)
     if settings.progress:
         criterion.verbose = True
     find_layers(model, plan.layers)  # validate selectors before any work
@@ -198,6 +201,7 @@ def run_pruning(
         normalization=settings.normalization,
         granularity=settings.granularity,
         unit_norm=settings.unit_norm,
+        pattern=settings.pattern,
         validation_data=data.validation(),
         test_data=data.test() if settings.log_test else None,
         acc_tradeoff=settings.acc_tradeoff,

@@ -9,6 +9,8 @@ two CSV lines: layer selectors, then fractions::
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Sequence
@@ -83,7 +85,7 @@ def parse_selectors(text: str) -> tuple[int | str, ...]:
         raise InputError(
             f"layers must be comma-separated 1-based indices or names, got '{text}'"
         )
-    selectors = tuple(int(i) if i.lstrip("-").isdigit() else i for i in items)
+    selectors = tuple(int(i) if re.fullmatch(r"-?\d+", i) else i for i in items)
     duplicates = sorted({str(s) for s in selectors if selectors.count(s) > 1})
     if duplicates:
         raise InputError(f"layers are listed more than once: {', '.join(duplicates)}")

@@ -17,6 +17,8 @@ Two scopes:
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -194,3 +196,165 @@ def select_global(
         out.append(_unflatten(chosen[start : start + size], layer_scores))
         start += size
     return [[m.astype(np.float32) for m in layer] for layer in out]
+
+
+PATTERN_HELP = "N:M (at most N kept in each M consecutive inputs, e.g. 2:4) or RxC (blocks of R inputs by C outputs, e.g. 4x1)"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A sparsity pattern over a kernel seen as an ``(inputs, outputs)`` matrix.
+
+    Two kinds, parsed from text by `parse_pattern`:
+
+    - ``N:M`` (``kept=N, group=M``): in every group of M consecutive inputs of each
+      output, at most N weights are kept (2:4 and 4:8 are what GPU sparse tensor
+      cores run). The M - N lowest-scoring weights of each group are pruned; a
+      layer's fraction is then reached by pruning more, lowest scores first, so a
+      layer ends at ``max(fraction, (M - N) / M)``. A last group shorter than M
+      (inputs not a multiple of M) keeps at most N too.
+    - ``RxC`` (``rows=R, cols=C``): whole blocks of R consecutive inputs by C
+      consecutive outputs are pruned, lowest summed score first, until at least
+      ``floor(N * fraction)`` weights are pruned (so at most one block more).
+
+    Attributes:
+        kept, group: N and M of an N:M pattern (0 for blocks).
+        rows, cols: R and C of a block pattern (0 for N:M).
+    """
+
+    kept: int = 0
+    group: int = 0
+    rows: int = 0
+    cols: int = 0
+
+    @property
+    def is_n_of_m(self) -> bool:
+        """Whether this is an N:M pattern."""
+        return self.group > 0
+
+    def __str__(self) -> str:
+        return f"{self.kept}:{self.group}" if self.is_n_of_m else f"{self.rows}x{self.cols}"
+
+
+def parse_pattern(text: str | Pattern | None) -> Pattern | None:
+    """A `Pattern` from ``"N:M"`` or ``"RxC"`` text (None stays None).
+
+    Raises:
+        InputError: the text is neither, or N >= M, or a number below 1.
+
+    Example:
+
+    ```python
+    parse_pattern("2:4")   # Pattern(kept=2, group=4, rows=0, cols=0)
+    parse_pattern("4x1")   # Pattern(kept=0, group=0, rows=4, cols=1)
+    ```
+    """
+    if text is None or isinstance(text, Pattern):
+        return text
+    found = re.fullmatch(r"\s*(\d+)\s*([:xX])\s*(\d+)\s*", str(text))
+    if found is None:
+        raise InputError(f"unknown pattern '{text}'; give {PATTERN_HELP}")
+    first, kind, second = int(found[1]), found[2], int(found[3])
+    if kind == ":":
+        if not 1 <= first < second:
+            raise InputError(f"pattern '{text}': N:M needs 1 <= N < M; give {PATTERN_HELP}")
+        return Pattern(kept=first, group=second)
+    if first < 1 or second < 1 or first * second < 2:
+        raise InputError(f"pattern '{text}': a block needs R, C >= 1 and more than one weight; give {PATTERN_HELP}")
+    return Pattern(rows=first, cols=second)
+
+
+def _target_per_output(target: int, outputs: int) -> np.ndarray:
+    """`target` spread over `outputs` columns as evenly as possible, summing exactly."""
+    edges = (target * np.arange(outputs + 1)) // max(outputs, 1)
+    return np.diff(edges)
+
+
+def _n_of_m(scores: np.ndarray, pattern: Pattern) -> np.ndarray:
+    """Boolean (inputs, outputs): the M - N lowest of each M consecutive inputs."""
+    inputs, outputs = scores.shape
+    m = pattern.group
+    padded = -(-inputs // m) * m
+    # Padding scores -inf: a short last group of r inputs then loses max(0, r - N).
+    full = np.full((padded, outputs), -np.inf)
+    full[:inputs] = scores
+    groups = full.reshape(padded // m, m, outputs)
+    order = np.argsort(groups, axis=1, kind="stable")
+    lowest = np.zeros(groups.shape, bool)
+    np.put_along_axis(lowest, order[:, : m - pattern.kept], True, axis=1)
+    return lowest.reshape(padded, outputs)[:inputs] | np.isneginf(scores)
+
+
+def _blocks(scores: np.ndarray, pruned: np.ndarray, target: int, pattern: Pattern) -> np.ndarray:
+    """Boolean (inputs, outputs): whole blocks, lowest summed score first, until `target`."""
+    inputs, outputs = scores.shape
+    r, c = pattern.rows, pattern.cols
+    rows, cols = -(-inputs // r), -(-outputs // c)
+    padded = np.zeros((rows * r, cols * c))
+    padded[:inputs, :outputs] = np.where(pruned, 0.0, scores)
+    live = np.zeros_like(padded)
+    live[:inputs, :outputs] = ~pruned
+    block_sum = padded.reshape(rows, r, cols, c).sum(axis=(1, 3)).ravel()
+    block_live = live.reshape(rows, r, cols, c).sum(axis=(1, 3)).ravel()
+    block_sum[block_live == 0] = -np.inf  # fully pruned blocks count first
+    order = np.argsort(block_sum, kind="stable")
+    done = pruned.sum()
+    # Each block adds its live weights; take blocks until the target is met.
+    gained = np.cumsum(block_live[order])
+    take = int(np.searchsorted(gained, target - done, side="left")) + 1 if target > done else 0
+    chosen = np.zeros(rows * cols, bool)
+    chosen[order[: min(take, len(order))]] = True
+    chosen |= block_live == 0
+    grid = np.repeat(np.repeat(chosen.reshape(rows, cols), r, axis=0), c, axis=1)
+    return grid[:inputs, :outputs] | pruned
+
+
+def select_matrix(
+    scores: np.ndarray,
+    masks: np.ndarray,
+    fraction: float,
+    pattern: Pattern | None = None,
+    per_output: bool = False,
+) -> np.ndarray:
+    """New mask of one kernel seen as an ``(inputs, outputs)`` matrix.
+
+    Args:
+        scores: (inputs, outputs) scores, higher = keep.
+        masks: the current (inputs, outputs) mask, 0 = already pruned (stays pruned).
+        fraction: cumulative fraction of the matrix's weights to prune.
+        pattern: None, or an N:M or block `Pattern` (see its docstring for how it
+            combines with the fraction).
+        per_output: compare scores within each output (column) only, each column
+            losing its share of ``floor(N * fraction)`` (Wanda's comparison group);
+            not with a block pattern.
+
+    Returns:
+        The float32 (inputs, outputs) mask.
+
+    Example:
+
+    ```python
+    select_matrix(np.array([[4.0], [1.0], [3.0], [2.0]]), np.ones((4, 1)), 0.5,
+                  parse_pattern("1:2"))        # [[1.], [0.], [1.], [0.]]
+    ```
+    """
+    scores = np.asarray(scores, np.float64)
+    if np.isnan(scores).any():
+        raise ValueError("importance scores contain NaN")
+    pruned = np.asarray(masks) == 0
+    ranked = np.where(pruned, -np.inf, scores)
+    target = pruned_target(scores.size, fraction)
+    if pattern is not None and not pattern.is_n_of_m:
+        if per_output:
+            raise InputError(f"a block pattern ({pattern}) cannot be combined with per-output selection")
+        return (~_blocks(scores, pruned, target, pattern)).astype(np.float32)
+    if pattern is not None:
+        pruned = pruned | _n_of_m(ranked, pattern)
+        ranked = np.where(pruned, -np.inf, scores)
+    out = np.ones(scores.shape, np.float32)
+    if per_output:
+        for column, count in enumerate(_target_per_output(target, scores.shape[1])):
+            out[:, column] = _prune_lowest(ranked[:, column], np.where(pruned[:, column], 0, 1), int(count))
+        return out
+    flat = _prune_lowest(ranked.ravel(), np.where(pruned, 0, 1).ravel(), target)
+    return flat.reshape(scores.shape)

@@ -80,7 +80,7 @@ def _resolve_plan(layers, fraction, config, model_path, model):
 
 
 class _PrunerChoice(click.Choice):
-    """A click.Choice over the registered criteria plus the alias ``mag``.
+    """A click.Choice over the registered criteria and methods plus the alias ``mag``.
 
     The registry is read when the choices are first needed (parsing, --help), not
     when the CLI is imported: importing it imports TensorFlow.
@@ -91,9 +91,9 @@ class _PrunerChoice(click.Choice):
 
     @property
     def choices(self) -> tuple[str, ...]:
-        from keras_prune.criteria import available_criteria
+        from keras_prune.methods import available_pruners
 
-        return ("mag", *available_criteria())
+        return ("mag", *available_pruners())
 
     def get_invalid_choice_message(self, value, ctx) -> str:
         return f"unknown pruner '{value}'; choose one of: {', '.join(self.choices)}"
@@ -111,7 +111,8 @@ class _PrunerChoice(click.Choice):
     help="Conf file: layers on line 1, fractions on line 2 (CSV). Default: "
     "<model>.conf beside the model; with --layers and no -p, only those layers' fractions are used.",
 )
-@click.option("--pruner", "-pruner", type=_PrunerChoice(), default="magnitude", show_default=True, help="Criterion that ranks the weights (mag = magnitude); docs/criteria.md compares them.")
+@click.option("--pruner", "-pruner", type=_PrunerChoice(), default="magnitude", show_default=True, help="Criterion that ranks the weights (mag = magnitude; docs/criteria.md), or a method that also updates the kept weights (sparsegpt, wanda; docs/one-shot.md).")
+@click.option("--pattern", default=None, metavar="N:M|RxC", help="Sparsity pattern: N:M keeps at most N of each M consecutive inputs (2:4, 4:8); RxC prunes whole blocks of R inputs by C outputs. A layer ends at max(fraction, (M-N)/M) with N:M. Layer scope, weight granularity.")
 @click.option("--scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True, help="layer: each layer loses its own fraction; global: the layers together lose as many weights, wherever the scores are lowest (pruned and retrained together).")
 @click.option("--normalization", type=click.Choice(["none", "mean", "l2"]), default=None, help="With --scope global, how each layer's scores are rescaled. Default: the pruner's own (none for loss-change pruners, mean for magnitude).")
 @click.option("--probes", type=click.IntRange(min=1), default=None, help="taylor2/taylor12: Hessian probes per scoring batch [default: 4].")
@@ -191,7 +192,7 @@ class _PrunerChoice(click.Choice):
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint (give the same options).")
 @click.option("--unsafe", is_flag=True, help="Allow models that contain code (Lambda layers).")
-def run(model_path, layers, fraction, config, pruner, scope, normalization, probes, hessian, gate_penalty, gate_epochs, emp_budget, retrain, epochs, iterations, reload, schedule, acc_tradeoff, gpu, cuda, cpu, multi_worker, log_dir, job_id, log_test, tensorboard, test_only, lr, momentum, augment, granularity, unit_norm, score_batches, batch_size, seed, data_dir, dataset, out, checkpoint_dir, resume, unsafe):
+def run(model_path, layers, fraction, config, pruner, pattern, scope, normalization, probes, hessian, gate_penalty, gate_epochs, emp_budget, retrain, epochs, iterations, reload, schedule, acc_tradeoff, gpu, cuda, cpu, multi_worker, log_dir, job_id, log_test, tensorboard, test_only, lr, momentum, augment, granularity, unit_norm, score_batches, batch_size, seed, data_dir, dataset, out, checkpoint_dir, resume, unsafe):
     """Prune layers of a trained model, optionally retraining, then report and save.
 
     \b
@@ -212,6 +213,7 @@ def run(model_path, layers, fraction, config, pruner, scope, normalization, prob
     from keras_prune.experiment import RunSettings, run_pruning
     from keras_prune.report import sparsity_report
     from keras_prune.resources import PRETRAINED_MODEL
+    from keras_prune.selection import parse_pattern
     from keras_prune.storage import load_model, save_model
     from keras_prune.training import evaluate
 
@@ -221,6 +223,7 @@ def run(model_path, layers, fraction, config, pruner, scope, normalization, prob
         report_model(model_path, data_dir, dataset, unsafe)
         return
     pruner = "magnitude" if pruner == "mag" else pruner
+    pattern = parse_pattern(pattern)
     given = {"probes": probes, "hessian": hessian, "penalty": gate_penalty, "epochs": gate_epochs, "budget": emp_budget}
     model_path = model_path or PRETRAINED_MODEL
     out = out or Path(f"{model_path.stem}_pruned.keras")
@@ -246,6 +249,7 @@ def run(model_path, layers, fraction, config, pruner, scope, normalization, prob
         score_batches=score_batches,
         granularity=granularity,
         unit_norm=unit_norm,
+        pattern=None if pattern is None else str(pattern),
         scope=scope,
         normalization=normalization,
         criterion_options={name: value for name, value in given.items() if value is not None},
@@ -270,7 +274,9 @@ def run(model_path, layers, fraction, config, pruner, scope, normalization, prob
     click.echo(
         f"Plan ({source}): "
         + ", ".join(f"{s} -> {f:g}" for s, f in plan.items())
-        + f"; pruner {pruner}, {iterations} step(s)"
+        + f"; pruner {pruner}"
+        + (f", pattern {pattern}" if pattern is not None else "")
+        + f", {iterations} step(s)"
         + (f", retraining {epochs} epoch(s) per step" if retrain else ", no retraining")
         + (", reloading the model every step" if reload else "")
         + (f", {schedule} schedule" if schedule != "linear" else "")

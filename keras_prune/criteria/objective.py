@@ -353,3 +353,55 @@ def progress_bar(target: int, verbose: bool, unit: str) -> keras.utils.Progbar |
     if not verbose:
         return None
     return keras.utils.Progbar(target, verbose=1 if sys.stdout.isatty() else 2, unit_name=unit)
+
+
+def damp(
+    scores: Sequence[np.ndarray], weights: Sequence[np.ndarray], damping: float, power: int
+) -> list[np.ndarray]:
+    """Scores plus a prior proportional to ``|w|^power``: a damped estimate.
+
+    ``score_k + damping * mean(|score|) * |w_k|^power / mean(|w|^power)``, the means
+    taken over each variable's kept (non-zero) weights. For a second-order score
+    ``1/2 h_k w_k^2`` (power 2) this is ``1/2 (h_k + damping * h_avg) w_k^2``: the
+    Levenberg-Marquardt damping of the curvature, with ``h_avg`` the variable's
+    weighted average curvature. Local estimates (derivatives at the trained
+    weights, or the loss change of one weight alone) say little about removing
+    many weights at once -- a tanh that saturates on a weight's input gives it a
+    near-zero curvature, yet removing half of its neighbours un-saturates it -- and
+    the prior carries what the weight's size says. ``damping=0`` leaves the scores
+    unchanged; a large damping ranks as magnitude does. docs/criteria.md gives the
+    measurements behind each criterion's default.
+
+    Args:
+        scores: one score array per variable.
+        weights: the effective weights, same shapes.
+        damping: the prior's weight, >= 0.
+        power: 1 for first-order scores (``|g w|``), 2 for second-order ones.
+
+    Returns:
+        The damped scores (pruned weights keep score 0 plus nothing: their prior is 0).
+
+    Example:
+
+    ```python
+    damp([np.array([0.0, 1.0])], [np.array([2.0, 1.0])], 1.0, 2)  # [array([0.8, 1.2])]
+    ```
+    """
+    out = []
+    for score, weight in zip(scores, weights):
+        kept = weight != 0
+        prior = np.abs(weight) ** power
+        scale = np.abs(score[kept]).mean() / prior[kept].mean() if kept.any() and prior[kept].mean() > 0 else 0.0
+        out.append(score + damping * scale * prior)
+    return out
+
+
+def check_damping(damping: float) -> float:
+    """Returns `damping` as a float if it is a number >= 0, else raises InputError."""
+    try:
+        value = float(damping)
+    except (TypeError, ValueError):
+        raise InputError(f"damping must be a number >= 0, got {damping!r}") from None
+    if not value >= 0:
+        raise InputError(f"damping must be a number >= 0, got {damping}")
+    return value

@@ -30,7 +30,9 @@ from keras_prune.criteria.objective import (
     TaskLoss,
     batch_weights,
     by_layer,
+    check_damping,
     check_model,
+    damp,
     fixed_batches,
     progress_bar,
     scored_variables,
@@ -240,17 +242,20 @@ class _SecondOrder(Criterion):
 
     needs_data = True
     normalization = "none"
+    default_damping = 0.0
 
     def __init__(
         self,
         probes: int = 4,
         hessian: str = "hutchinson",
         seed: int = 0,
+        damping: float | None = None,
         verbose: bool = False,
     ):
         self.probes = _check_probes(probes)
         self.hessian = _check_hessian(hessian)
         self.seed = int(seed)
+        self.damping = check_damping(self.default_damping if damping is None else damping)
         self.verbose = verbose
 
     def _derivatives(self, layers, model, data) -> tuple[list[np.ndarray], Derivatives]:
@@ -277,7 +282,13 @@ class Taylor1(Criterion):
     the loss responds to the weight (their square is the empirical Fisher's
     first-order part). Scores are loss units, comparable across layers.
 
+    The scores are damped (`objective.damp`, power 1): ``|w_k| (E|g_k| + damping *
+    g_avg)``. Undamped (``damping=0``), taylor1 prunes the shipped LeNet-5 with its
+    conf to 87% test error, one-shot; with the default 10, to 4.8% (magnitude: 5.5%;
+    docs/criteria.md).
+
     Args:
+        damping: weight of the ``|w|`` prior (see `objective.damp`), >= 0.
         verbose: show a progress bar.
 
     Example:
@@ -290,13 +301,15 @@ class Taylor1(Criterion):
     needs_data = True
     normalization = "none"
 
-    def __init__(self, verbose: bool = False):
+    def __init__(self, damping: float = 10.0, verbose: bool = False):
+        self.damping = check_damping(damping)
         self.verbose = verbose
 
     def score(self, layers, model=None, data=None) -> Scores:
         model = check_model(model, self.name)
         found = derivatives(layers, model, fixed_batches(data, self.name), verbose=self.verbose)
-        return by_layer(layers, found.abs_product)
+        weights = [w for layer in layers for w in layer.effective_weights()]
+        return by_layer(layers, damp(found.abs_product, weights, self.damping, 1))
 
 
 @register_criterion("taylor2")
@@ -312,10 +325,15 @@ class Taylor2(_SecondOrder):
     see docs/criteria.md). A negative estimate means removing the weight is
     predicted to lower the loss, so it goes first.
 
+    The curvature is damped (`objective.damp`): ``1/2 (h_kk + damping * h_avg)
+    w_k^2``. Undamped, taylor2 prunes the shipped LeNet-5 with its conf to 11.8%
+    test error one-shot; with the default 3, to 3.6% (magnitude: 5.5%).
+
     Args:
         probes: Hutchinson probes (or Gauss-Newton label draws) per scoring batch.
         hessian: ``"hutchinson"`` or ``"gauss-newton"``.
         seed: seed of the probes.
+        damping: weight of the ``w^2`` prior (default 3), >= 0; 0 is plain OBD.
         verbose: show a progress bar.
 
     Example:
@@ -326,24 +344,35 @@ class Taylor2(_SecondOrder):
     ```
     """
 
+    default_damping = 3.0
+
     def score(self, layers, model=None, data=None) -> Scores:
         weights, found = self._derivatives(layers, model, data)
-        return by_layer(layers, [0.5 * h * w * w for h, w in zip(found.hessian, weights)])
+        obd = [0.5 * h * w * w for h, w in zip(found.hessian, weights)]
+        return by_layer(layers, damp(obd, weights, self.damping, 2))
 
 
 @register_criterion("taylor12")
 class Taylor12(_SecondOrder):
-    """Full second-order Taylor: the predicted loss change ``-g*w + 1/2*h*w^2``.
+    """Full second-order Taylor: both terms of ``dL = -g*w + 1/2*h*w^2``.
 
     ``g`` is the gradient and ``h`` the Hessian diagonal (as in `Taylor2`) of the
-    mean loss over all scoring images. The score is the predicted change of that
-    loss when the weight alone is set to zero: weights whose removal is predicted
-    to lower the loss, or raise it least, have the lowest scores and go first.
+    mean loss over all scoring images. By default the score is ``|g w| + 1/2 h w^2``
+    (damped as in `Taylor2`): the first-order term counts by its size, whatever its
+    sign. With ``signed=True`` it is the predicted loss change itself,
+    ``-g w + 1/2 h w^2``, under which weights whose removal is predicted to lower
+    the loss go first. At a trained model the mean gradient is mostly noise, so the
+    signed score sends first the weights whose noise happens to point down: on the
+    shipped LeNet-5, signed and undamped, the conf prunes to 89% test error
+    one-shot and ``-l 8 -p 0.7`` to 66%; with the defaults, to 5.5% and 0.54%
+    (magnitude: 5.5% and 0.62%; docs/criteria.md).
 
     Args:
         probes: Hutchinson probes (or Gauss-Newton label draws) per scoring batch.
         hessian: ``"hutchinson"`` or ``"gauss-newton"``.
         seed: seed of the probes.
+        damping: weight of the ``w^2`` prior (default 3), >= 0.
+        signed: score the signed predicted change instead of ``|g w| + 1/2 h w^2``.
         verbose: show a progress bar.
 
     Example:
@@ -353,9 +382,22 @@ class Taylor12(_SecondOrder):
     ```
     """
 
+    default_damping = 3.0
+
+    def __init__(
+        self,
+        probes: int = 4,
+        hessian: str = "hutchinson",
+        seed: int = 0,
+        damping: float | None = None,
+        signed: bool = False,
+        verbose: bool = False,
+    ):
+        super().__init__(probes, hessian, seed, damping, verbose)
+        self.signed = bool(signed)
+
     def score(self, layers, model=None, data=None) -> Scores:
         weights, found = self._derivatives(layers, model, data)
-        predicted = [
-            -g * w + 0.5 * h * w * w for g, h, w in zip(found.gradient, found.hessian, weights)
-        ]
-        return by_layer(layers, predicted)
+        first = [-g * w if self.signed else np.abs(g * w) for g, w in zip(found.gradient, weights)]
+        predicted = [f + 0.5 * h * w * w for f, h, w in zip(first, found.hessian, weights)]
+        return by_layer(layers, damp(predicted, weights, self.damping, 2))

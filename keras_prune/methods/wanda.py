@@ -1,0 +1,43 @@
+"""Wanda: prune by ``|w| * ||x_j||``, compared within each output (Sun et al. 2023).
+
+Pruning by Weights and activations: weight ``w_jk`` (input j, output k) scores
+``|w_jk| * ||X_j||_2``, the magnitude of the weight times the norm of its input
+feature over the calibration rows; each output loses its own share of the lowest
+scores. No weight is changed: it is the output error of removing ``w_jk`` alone
+when inputs are uncorrelated, ``w_jk^2 ||X_j||^2``, in a cheap form.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keras_prune.methods.base import register_method
+from keras_prune.methods.calibration import LayerwiseMethod
+from keras_prune.selection import select_matrix
+
+
+@register_method("wanda")
+class Wanda(LayerwiseMethod):
+    """Wanda, layer by layer on calibration batches: ``|w_jk| * ||X_j||``, per output.
+
+    Args:
+        per_output: compare scores within each output (the paper's choice); False
+            compares them over the whole kernel.
+        verbose: show a progress bar.
+
+    Example:
+
+    ```python
+    keras_prune.prune(model, {"fc1": 0.9, "fc2": 0.5}, "wanda", data=train_batches)
+    ```
+    """
+
+    def __init__(self, per_output: bool = True, verbose: bool = False):
+        self.per_output = bool(per_output)
+        self.verbose = verbose
+
+    def prune_matrix(self, weights, mask, gram, rows, fraction, pattern):
+        norms = np.sqrt(np.maximum(np.diag(gram), 0.0))
+        scores = np.abs(weights) * norms[:, None]
+        per_output = self.per_output and (pattern is None or pattern.is_n_of_m)
+        return weights, select_matrix(scores, mask, fraction, pattern, per_output)
