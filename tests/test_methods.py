@@ -177,7 +177,7 @@ def test_sparsegpt_and_wanda_prune_einsum_dense_head_projections(pattern):
 
 
 def test_multi_head_attention_has_four_linear_parts_that_reproduce_its_projections():
-    """What the methods need from MultiHeadAttention; wrapping it waits on issue 12."""
+    """What the methods need from MultiHeadAttention: each projection is a linear part."""
     layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, use_bias=False)
     x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
     layer(x, x)
@@ -188,6 +188,38 @@ def test_multi_head_attention_has_four_linear_parts_that_reproduce_its_projectio
         expected = part(x).numpy()
         product = view.features(tf.constant(x)).numpy() @ view.matrix(part.kernel.numpy())
         np.testing.assert_allclose(product.reshape(expected.shape), expected, rtol=1e-4, atol=1e-5)
+
+
+def attention_block() -> keras.Model:
+    """A Transformer encoder block written with keras.layers and `x + y` residuals."""
+    inputs = keras.Input((6, 16))
+    attended = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8, name="mha")(inputs, inputs)
+    x = keras.layers.LayerNormalization()(inputs + attended)
+    x = x + keras.layers.Dense(16, name="ffn2")(keras.layers.Dense(32, activation="gelu", name="ffn1")(x))
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling1D()(x)))
+
+
+@pytest.mark.parametrize("pattern", [None, "2:4"])
+def test_sparsegpt_and_wanda_prune_a_wrapped_multi_head_attention_layer(pattern):
+    keras.utils.set_random_seed(0)
+    base = attention_block()
+    x = correlated_inputs(64 * 6, 16).reshape(64, 6, 16)
+    reference = base(x).numpy()
+    drift = {}
+    for method in ["magnitude", "sparsegpt", "wanda"]:
+        model = kp.prunable(base)
+        model.compile(loss="mse")
+        kp.prune(model, {"mha": 0.5, "ffn1": 0.5, "ffn2": 0.5}, method, data=[(x, reference)], pattern=pattern)
+        mha = model.get_layer("mha")
+        assert len(mha.pruned_variables) == 4  # query, key, value and output kernels
+        assert mha.sparsity() == pytest.approx(0.5)
+        assert all((kept == 0).any() for kept in mha.effective_weights())
+        if pattern is not None:
+            for variable, kept in zip(mha.pruned_variables, mha.effective_weights()):
+                matrix = kernel_view(mha.layer, variable).matrix(kept != 0)
+                assert (matrix.reshape(-1, 4, matrix.shape[1]).sum(axis=1) <= 2).all(), variable.path
+        drift[method] = np.abs(model(x).numpy() - reference).mean()
+    assert drift["sparsegpt"] < drift["magnitude"]
 
 
 def test_unsupported_layers_and_options_are_refused():
