@@ -24,10 +24,8 @@ import platform
 import statistics
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,6 +38,7 @@ import keras_prune  # noqa: E402
 from keras_prune.data import Dataset, load_dataset  # noqa: E402
 from keras_prune.shrink import multiply_adds, shrink_with_report  # noqa: E402
 from keras_prune.training import evaluate, train  # noqa: E402
+from timing import runners  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 LENET5_FRACTIONS = {"conv2": 0.75, "fc1": 0.5, "fc2": 0.5}
 RESIDUAL_FRACTIONS = {"stem": 0.5, "b1_conv1": 0.5, "b2_conv1": 0.5}
@@ -101,26 +100,6 @@ def check_equal(masked: keras.Model, small: keras.Model, x: np.ndarray) -> tuple
         diff = max(diff, float(np.max(np.abs(a - b))))
         magnitude = max(magnitude, float(np.max(np.abs(a))))
     return diff, magnitude
-
-
-def runners(model: keras.Model, batch: int, threads: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """Callables that run one batch through `model` in each runtime."""
-    fn = tf.function(lambda x: model(x, training=False))
-    concrete = fn.get_concrete_function(tf.TensorSpec((batch, *model.input_shape[1:]), tf.float32))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-        interpreter = tf.lite.Interpreter(model_content=converter.convert(), num_threads=threads)
-    interpreter.allocate_tensors()
-    source = interpreter.get_input_details()[0]["index"]
-    target = interpreter.get_output_details()[0]["index"]
-
-    def run_tflite(x: np.ndarray) -> np.ndarray:
-        interpreter.set_tensor(source, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(target)
-
-    return {"tf": lambda x: concrete(tf.constant(x)).numpy(), "tflite": run_tflite}
 
 
 def time_side_by_side(models: dict[str, keras.Model], batch: int, rounds: int, calls: int, threads: int) -> dict[str, dict[str, float]]:

@@ -43,7 +43,6 @@ import platform
 import re
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -55,6 +54,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_prune  # noqa: E402
 from keras_prune.flops import count_flops  # noqa: E402
+from timing import runners  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -151,26 +151,6 @@ def kept_reasons(report: keras_prune.ShrinkReport) -> dict[str, int]:
     return counts
 
 
-def runners(model: keras.Model, batch: int, threads: int) -> dict[str, Runner]:
-    """One batch through `model` in TensorFlow (concrete function) and in TFLite."""
-    spec = tf.TensorSpec((batch, *model.input_shape[1:]), tf.float32)
-    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-        interpreter = tf.lite.Interpreter(model_content=converter.convert(), num_threads=threads)
-    interpreter.allocate_tensors()
-    source = interpreter.get_input_details()[0]["index"]
-    target = interpreter.get_output_details()[0]["index"]
-
-    def run_tflite(x: np.ndarray) -> np.ndarray:
-        interpreter.set_tensor(source, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(target)
-
-    return {"TF": lambda x: concrete(tf.constant(x)).numpy(), "TFLite": run_tflite}
-
-
 def fastest_interleaved(calls: dict[tuple[str, str], Runner], x: np.ndarray, rounds: int) -> dict[tuple[str, str], float]:
     """Fastest of `rounds` calls of each runner, the runners taking turns call by call."""
     for f in calls.values():  # warm-up: graph building, XNNPACK packing, caches
@@ -230,8 +210,8 @@ def benchmark(
                 calls[(runtime, label)] = f
         images = np.random.default_rng(2).random((batch, size, size, 3), dtype=np.float32)
         best = fastest_interleaved(calls, images, count)
-        for runtime in ("TF", "TFLite"):
-            result.latency[f"{runtime} batch {batch}"] = (best[(runtime, "dense")], best[(runtime, "shrunk")])
+        for runtime, shown in (("tf", "TF"), ("tflite", "TFLite")):
+            result.latency[f"{shown} batch {batch}"] = (best[(runtime, "dense")], best[(runtime, "shrunk")])
         print(f"batch {batch}: {count} rounds in {time.perf_counter() - started:.0f} s", flush=True)
     return result
 

@@ -25,8 +25,6 @@ import os
 import statistics
 import sys
 import time
-import warnings
-from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -36,6 +34,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_prune  # noqa: E402
 from keras_prune.shrink import multiply_adds  # noqa: E402
+from timing import runners  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 L = keras.layers
 
@@ -49,26 +48,6 @@ def encoder(layers: int, seq: int, hidden: int, heads: int, ffn: int) -> keras.M
         h = keras.ops.gelu(L.Dense(ffn, name=f"ffn{i}_in")(x))
         x = L.LayerNormalization(epsilon=1e-12, name=f"ln{i}b")(x + L.Dense(hidden, name=f"ffn{i}_out")(h))
     return keras.Model(inputs, x, name="encoder")
-
-
-def runners(model: keras.Model, batch: int, threads: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """Callables that run one batch through `model` in each runtime."""
-    fn = tf.function(lambda x: model(x, training=False))
-    concrete = fn.get_concrete_function(tf.TensorSpec((batch, *model.input_shape[1:]), tf.float32))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-        interpreter = tf.lite.Interpreter(model_content=converter.convert(), num_threads=threads)
-    interpreter.allocate_tensors()
-    source = interpreter.get_input_details()[0]["index"]
-    target = interpreter.get_output_details()[0]["index"]
-
-    def run_tflite(x: np.ndarray) -> np.ndarray:
-        interpreter.set_tensor(source, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(target)
-
-    return {"tf": lambda x: concrete(tf.constant(x)).numpy(), "tflite": run_tflite}
 
 
 def time_side_by_side(models: dict[str, keras.Model], batch: int, rounds: int, threads: int) -> dict:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
 
 
 @dataclass
@@ -16,3 +20,26 @@ class Clock:
     def elapsed(self) -> tuple[float, float]:
         """(CPU seconds, wall seconds) so far."""
         return time.process_time() - self.cpu, time.perf_counter() - self.wall
+
+
+def runners(model, batch: int, threads: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Callables that run one batch of `batch` images through `model`, keyed by runtime:
+    ``"tf"`` (a concrete tf.function) and ``"tflite"`` (an interpreter with `threads` threads)."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((batch, *model.input_shape[1:]), tf.float32)
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+        interpreter = tf.lite.Interpreter(model_content=converter.convert(), num_threads=threads)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]["index"]
+    target = interpreter.get_output_details()[0]["index"]
+
+    def run_tflite(x: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(source, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(target)
+
+    return {"tf": lambda x: concrete(tf.constant(x)).numpy(), "tflite": run_tflite}
