@@ -31,7 +31,12 @@ def runners(model, batch: int, threads: int) -> dict[str, Callable[[np.ndarray],
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+        # The converter reads the weights from the tf.Variables behind the Keras variables: a
+        # Keras 3 model does not track them for TensorFlow, and converting with the model
+        # itself as the trackable gives a TFLite model with garbage weights.
+        holder = tf.Module()
+        holder.variables_ = [v.value for v in model.variables]
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
         interpreter = tf.lite.Interpreter(model_content=converter.convert(), num_threads=threads)
     interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]["index"]
