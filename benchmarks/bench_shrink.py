@@ -36,7 +36,8 @@ from keras import layers  # noqa: E402
 
 import keras_prune  # noqa: E402
 from keras_prune.data import Dataset, load_dataset  # noqa: E402
-from keras_prune.shrink import multiply_adds, shrink_with_report  # noqa: E402
+from keras_prune.flops import count_macs  # noqa: E402
+from keras_prune.shrink import shrink_with_report  # noqa: E402
 from keras_prune.training import evaluate, train  # noqa: E402
 from timing import runners  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
@@ -126,7 +127,7 @@ def time_side_by_side(models: dict[str, keras.Model], batch: int, rounds: int, c
 
 
 def figures(name: str, model: keras.Model, data: Dataset) -> Row:
-    return Row(name, model.count_params(), 2 * multiply_adds(model), evaluate(model, data.test()).error, {})
+    return Row(name, model.count_params(), 2 * count_macs(model), evaluate(model, data.test()).error, {})
 
 
 def table(pairs: list[tuple[Row, Row]]) -> str:

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_prune  # noqa: E402
-from keras_prune.shrink import multiply_adds  # noqa: E402
+from keras_prune.flops import count_macs  # noqa: E402
 from timing import runners  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 L = keras.layers
@@ -95,7 +95,7 @@ def main() -> int:
     (p0, p1), (m0, m1) = report.parameters, report.multiply_adds
     print(f"parameters {p0:,} -> {p1:,} ({p0 / p1:.2f}x fewer); "
           f"FLOPs per example {2 * m0:,} -> {2 * m1:,} ({m0 / m1:.2f}x fewer)")
-    assert m0 == multiply_adds(dense)
+    assert m0 == count_macs(dense)
     print(f"{'batch':>5} {'runtime':>8} {'dense ms':>10} {'shrunk ms':>10} {'speed-up':>9}")
     for batch in (int(b) for b in args.batches.split(",")):
         medians = time_side_by_side({"dense": dense, "shrunk": small}, batch, args.rounds, args.threads)

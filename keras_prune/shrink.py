@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from keras_prune.flops import count_macs
 from keras_prune.graph import (
     UnitAnalysis,
     analyse_units,
@@ -40,10 +41,9 @@ from keras_prune.graph import (
     inner_layer,
     kernel_and_bias,
     rebuild,
-    walk,
 )
 from keras_prune.handlers import layer_units
-from keras_prune.wrapper import PruneWrapper, strip_layer
+from keras_prune.wrapper import strip_layer
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class ShrinkReport:
     Attributes:
         layers: one row per Dense/Conv/BatchNormalization layer, in graph order.
         parameters: parameter count before (masked model, wrappers excluded) and after.
-        multiply_adds: multiply-adds per example before and after (see `multiply_adds`).
+        multiply_adds: multiply-adds per example before and after (`keras_prune.flops.count_macs`).
     """
 
     layers: tuple[LayerShrink, ...]
@@ -226,53 +226,6 @@ def _replacement(layer, state: UnitAnalysis):
     return layer, None, None
 
 
-def multiply_adds(model: keras.Model) -> int:
-    """Multiply-adds per example in the model's Dense, Conv1D/2D/3D and MultiHeadAttention layers.
-
-    A Dense layer costs ``inputs * units`` per position, a convolution
-    ``kernel size * input channels / groups * filters`` per output position; a
-    MultiHeadAttention layer its four projections per position plus, per head, the
-    ``query positions * key positions * (key_dim + value_dim)`` of its scores and their
-    weighted sum. Other layers (activations, pooling, normalisation) are not counted.
-    FLOPs are about twice this number.
-
-    Args:
-        model: a built Sequential or Functional model, wrapped or plain.
-
-    Returns:
-        The count for one example.
-
-    Example:
-
-    ```python
-    multiply_adds(keras_prune.models.lenet_300_100())  # 266200
-    ```
-    """
-    total = 0
-    for _, layer in walk(model):
-        inner = layer.layer if isinstance(layer, PruneWrapper) else layer
-        if isinstance(inner, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
-            positions = int(np.prod(layer.output.shape[1:-1]))
-            total += positions * int(np.prod(inner.kernel.shape))
-        elif isinstance(inner, keras.layers.MultiHeadAttention):
-            total += _attention_multiply_adds(inner, keras.tree.flatten(layer.input))
-    return total
-
-
-def _attention_multiply_adds(layer: keras.layers.MultiHeadAttention, inputs) -> int:
-    query, value = inputs[0], inputs[1]
-    key = inputs[2] if len(inputs) > 2 else value
-    tq, tv, tk = (int(np.prod(t.shape[1:-1])) for t in (query, value, key))
-    size = lambda dense: int(np.prod(dense.kernel.shape))  # noqa: E731
-    projections = (
-        tq * size(layer.query_dense) + tk * size(layer.key_dense)
-        + tv * size(layer.value_dense) + tq * size(layer.output_dense)
-    )
-    config = layer.get_config()
-    head_dims = config["key_dim"] + (config["value_dim"] or config["key_dim"])
-    return projections + int(layer.num_heads) * tq * tk * head_dims
-
-
 def shrink_with_report(model: keras.Model) -> tuple[keras.Model, ShrinkReport]:
     """`shrink`, also returning what it did.
 
@@ -317,7 +270,7 @@ def shrink_with_report(model: keras.Model) -> tuple[keras.Model, ShrinkReport]:
     report = ShrinkReport(
         tuple(rows),
         (plain.count_params(), small.count_params()),
-        (multiply_adds(plain), multiply_adds(small)),
+        (count_macs(plain), count_macs(small)),
     )
     return small, report
 

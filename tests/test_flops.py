@@ -10,8 +10,7 @@ from keras import layers
 import keras_prune
 from keras_prune.errors import ModelError
 from keras_prune.flops import count_flops, count_macs
-from keras_prune.models import lenet5, lenet5_caffe, lenet_300_100, vit_mnist
-from keras_prune.shrink import multiply_adds
+from keras_prune.models import lenet5, lenet_300_100, vit_mnist
 
 
 def _one(layer: layers.Layer, *shapes: tuple) -> keras.Model:
@@ -89,13 +88,11 @@ def test_nested_models_are_walked_with_paths():
     assert count_flops(outer).by_layer == {"inner/fc": 12, "head": 6}
 
 
-def test_reference_models_match_the_shrink_counter_and_hand_counts():
+def test_reference_models_match_hand_counts():
     # LeNet-300-100: 784*300 + 300*100 + 100*10
     assert count_macs(lenet_300_100()) == 266_200
     # LeNet-5: conv1 28*28*6*25, conv2 10*10*96*25*6, fc1 2400*120, fc2 120*84, fc3 84*10
     assert count_macs(lenet5()) == 117_600 + 1_440_000 + 288_000 + 10_080 + 840
-    for build in (lenet5, lenet5_caffe, lenet_300_100):
-        assert count_macs(build()) == multiply_adds(build())
 
 
 def test_wrapped_models_count_as_their_plain_layers():

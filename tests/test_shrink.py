@@ -11,7 +11,7 @@ from keras import layers
 import keras_prune
 from keras_prune.errors import ModelError
 from keras_prune.graph import coupled_units
-from keras_prune.shrink import multiply_adds, shrink_with_report
+from keras_prune.shrink import shrink_with_report
 from keras_prune.wrapper import PruneWrapper
 from keras_prune_cli.main import main
 
@@ -224,12 +224,6 @@ def test_shrunk_model_saves_and_loads_as_plain_keras(tmp_path):
     small.save(path)
     loaded = keras.models.load_model(path)  # no keras_prune classes needed
     assert _max_difference(small, loaded, _images(4)) == 0.0
-
-
-def test_multiply_adds_counts_dense_and_conv_layers():
-    assert multiply_adds(keras_prune.models.lenet_300_100()) == 784 * 300 + 300 * 100 + 100 * 10
-    conv = keras.Sequential([keras.Input((8, 8, 2)), layers.Conv2D(4, 3)])
-    assert multiply_adds(conv) == 6 * 6 * 3 * 3 * 2 * 4
 
 
 def test_shrink_refuses_subclassed_models():
