@@ -116,7 +116,10 @@ VARIANTS = [
     ("taylor2", {"hessian": "gauss-newton", "damping": 0}),
     ("taylor12", {"signed": True}),
     ("taylor12", {"signed": True, "damping": 0}),
-    ("emp", {"absolute": False, "damping": 0}),
+    ("emp", {"significance": 0, "damping": 0}),
+    ("emp", {"significance": 0}),
+    ("emp", {"absolute": True, "significance": 0}),
+    ("emp", {"per_sample": True}),
 ]
 """The formula variants; the defaults are measured with `keras-prune run --pruner P`."""
 

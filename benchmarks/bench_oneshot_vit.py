@@ -10,16 +10,25 @@ no retraining, for two plans:
   patch embedding and the classifier head left dense, as SparseGPT and Wanda leave
   the first and last layers of the language models they prune.
 
+Pruners: magnitude, and wanda and sparsegpt with their defaults and with
+``dense_targets=False`` (each part reconstructs its output on the pruned inputs, as
+the papers do, instead of the unpruned model's output).
+
 Calibration: 20 training batches of 128 (shuffled with seed 0), as `keras-prune run`
-scores. Run from the repository root (about 4 minutes on 2 CPU cores):
+scores. Run from the repository root (about 20 minutes on 2 busy CPU cores;
+``--plans``/``--pruners``/``--patterns`` run a part):
 
     .venv/bin/python benchmarks/bench_oneshot_vit.py
+    .venv/bin/python benchmarks/bench_oneshot_vit.py --plans blocks --pruners sparsegpt --patterns 50%
+    .venv/bin/python benchmarks/bench_oneshot_vit.py --plans blocks --pruners wanda --options '{"owl": 0.08}'
 
 Results and the command are recorded in docs/one-shot.md.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import time
 
@@ -32,8 +41,15 @@ from keras_prune import models  # noqa: E402
 from keras_prune.data import load_dataset  # noqa: E402
 
 WEIGHTS = "benchmarks/models/vit_mnist_e15.weights.h5"
-PRUNERS = ("magnitude", "wanda", "sparsegpt")
-PATTERNS = (None, "2:4")
+PRUNERS = {
+    "magnitude": ("magnitude", {}),
+    "wanda": ("wanda", {}),
+    "wanda-paper": ("wanda", {"dense_targets": False}),
+    "sparsegpt": ("sparsegpt", {}),
+    "sparsegpt-paper": ("sparsegpt", {"dense_targets": False}),
+}
+"""Row label -> (pruner, options); "-paper": each part fitted to its pruned inputs' outputs."""
+PATTERNS = ("50%", "2:4")
 
 
 def trained_vit() -> keras.Model:
@@ -58,21 +74,31 @@ def plan(model: keras.Model, which: str) -> dict[str, float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plans", default="all,blocks")
+    parser.add_argument("--pruners", default=",".join(PRUNERS), help=f"of {', '.join(PRUNERS)}")
+    parser.add_argument("--patterns", default=",".join(PATTERNS))
+    parser.add_argument("--options", default="{}", help="JSON options added to every pruner's, e.g. '{\"owl\": 0.08}'")
+    args = parser.parse_args()
+    extra = json.loads(args.options)
     dataset = load_dataset()
     calibration = dataset.train(128, seed=0).take(20)
     print(f"dense: test error {test_error(trained_vit(), dataset):.2f}%")
-    print(f"{'plan':<8}{'pruner':<11}{'pattern':<9}{'test error':>11}{'sparsity':>10}{'time':>7}")
-    for which in ("all", "blocks"):
-        for pruner in PRUNERS:
-            for pattern in PATTERNS:
+    print(f"{'plan':<8}{'pruner':<17}{'pattern':<9}{'test error':>11}{'sparsity':>10}{'time':>7}")
+    for which in args.plans.split(","):
+        for label in args.pruners.split(","):
+            pruner, options = PRUNERS[label]
+            options = {**options, **extra}
+            for pattern in args.patterns.split(","):
                 start = time.perf_counter()
                 model = kp.prunable(trained_vit())
                 model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-                kp.prune(model, plan(model, which), pruner, data=calibration, pattern=pattern)
+                kp.prune(model, plan(model, which), pruner, data=calibration, criterion_options=options,
+                         pattern=None if pattern == "50%" else pattern)
                 seconds = time.perf_counter() - start
                 sparsity = kp.sparsity_report(model).total_compression
                 print(
-                    f"{which:<8}{pruner:<11}{pattern or '50%':<9}{test_error(model, dataset):>10.2f}%"
+                    f"{which:<8}{label:<17}{pattern:<9}{test_error(model, dataset):>10.2f}%"
                     f"{sparsity:>10.3f}{seconds:>6.0f}s",
                     flush=True,
                 )

@@ -20,8 +20,13 @@ configuration:
   a burst of other work on the machine disturbs far less than a whole epoch;
 - the work the wrapper adds to a step (re-applying the masks), timed on its own.
 
+On a backend other than TensorFlow (``KERAS_BACKEND=jax``) it measures the Keras 3
+rows by epoch and step times only: the toolkit rows, the cached-batch blocks and the
+timing of the masks alone call TensorFlow directly.
+
 Usage:
-    python benchmarks/bench_overhead.py [--rounds 7] [--batch-size 128]
+    python benchmarks/bench_overhead.py [--rounds 7] [--batch-size 128] [--steps N]
+    KERAS_BACKEND=jax python benchmarks/bench_overhead.py --rounds 5 --steps 100
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import keras_prune as kp  # noqa: E402
 from keras_prune.models import lenet5  # noqa: E402
 
 FRACTIONS = {1: 0.9, 4: 0.9, 8: 0.9, 10: 0.9, 12: 0.9}
+BACKEND = keras.backend.backend()
 
 
 def keras3_configs(lr: float):
@@ -69,6 +75,8 @@ def keras3_configs(lr: float):
 
 
 def tfmot_configs(lr: float):
+    if BACKEND != "tensorflow":
+        return {}
     try:
         import tensorflow_model_optimization as tfmot
         import tf_keras
@@ -184,13 +192,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--blocks", type=int, default=100,
                         help="interleaved blocks of 20 training steps per Keras 3 configuration")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps per timed epoch (default: the whole training split)")
     args = parser.parse_args()
 
     data = kp.data.load_dataset()
     # One epoch in the order keras-prune's own training uses (a stateless per-epoch
     # shuffle); unlike a shuffle buffer, its iterator stops at once when fit ends.
     batches = data.epochs(args.batch_size, seed=0, first=0, last=1)
-    steps_per_epoch = data.steps_per_epoch(args.batch_size)
+    steps_per_epoch = min(data.steps_per_epoch(args.batch_size), args.steps or 10**9)
     configs = {**keras3_configs(args.lr), **tfmot_configs(args.lr)}
     epochs: dict[str, list[float]] = {name: [] for name in configs}
     steps: dict[str, list[float]] = {name: [] for name in configs}
@@ -213,9 +223,14 @@ def main() -> None:
             steps[name].append(statistics.median(timer.times))
 
     sparsity90 = kp.sparsity_report(configs["keras3 keras-prune 90%"][0]).total_compression
+    versions = f"TF {tf.__version__}"
+    if BACKEND == "jax":
+        import jax
+
+        versions = f"JAX {jax.__version__} ({jax.default_backend()})"
     print(f"# wrapper overhead, {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, TF {tf.__version__}, Keras {keras.__version__}")
-    print(f"# {len(data.x_train)} images/epoch, batch {args.batch_size}, {args.rounds} timed epochs each, "
+          f"{os.cpu_count()} CPUs, backend {BACKEND}, {versions}, Keras {keras.__version__}")
+    print(f"# {min(len(data.x_train), steps_per_epoch * args.batch_size)} images/epoch, batch {args.batch_size}, {args.rounds} timed epochs each, "
           f"measured sparsity of the 90% model after training: {sparsity90:.4f}")
     print(f"{'configuration':<28} {'median s/epoch':>14} {'epoch ratio':>12} {'ms/step':>8} {'step ratio':>11}")
     # Keras 3 rows are compared with the geometric mean of the two plain copies in the
@@ -233,6 +248,9 @@ def main() -> None:
         step_ratio = statistics.median(a / b for a, b in zip(steps[name], baseline(steps, name)))
         print(f"{name:<28} {statistics.median(epochs[name]):>14.2f} {epoch_ratio:>11.3f}x "
               f"{1e3 * statistics.median(steps[name]):>8.2f} {step_ratio:>10.3f}x")
+    if BACKEND != "tensorflow":
+        print("# the cached-batch blocks and the masks timed alone call TensorFlow: skipped")
+        return
     keras3 = {name: config for name, config in configs.items() if name.startswith("keras3")}
     blocks = step_blocks(keras3, batches, args.blocks, 20)
     print(f"# {args.blocks} interleaved blocks of 20 training steps each (train_function on 20 cached batches):")

@@ -9,15 +9,18 @@ norm) and shrunk with `keras_prune.shrink_with_report`:
 
 - ResNet50: the first two convolutions of every bottleneck block (``*_1_conv``,
   ``*_2_conv``) lose the same share of their filters; the residual stream is kept.
-- MobileNetV2: the bottleneck (``*_project``) convolutions and the last 1x1 convolution
-  (``Conv_1``) lose the same share; the residual adds couple the bottlenecks of a stage.
-  The expansion convolutions cannot be shrunk today (their filters feed a
-  DepthwiseConv2D, or a ZeroPadding2D, which shrink cannot see through); the script
-  shows this by pruning them too and counting what shrink keeps.
+- MobileNetV2: the expansion convolutions (``*_expand``) and the last 1x1 convolution
+  (``Conv_1``) lose the same share; each expansion channel leaves with its slice of the
+  depthwise convolution, both BatchNorms and the projection's input.
 
-``--round-to N`` rounds every pruned layer's kept filter count to a multiple of N
-(nearest, at least N) instead of taking the same share everywhere (counting the constant
-stand-in channel shrink keeps where removed units feed a padded convolution).
+``--round-to N`` passes ``round_to=N`` to `keras_prune.prune`: every pruned layer keeps
+the multiple of N filters nearest to its share. Where removed units feed a padded
+convolution, shrink keeps one of them as a constant stand-in channel; the script then
+prunes one more filter there, so the shrunk layer too has a multiple of N.
+
+Both models are timed as served: BatchNormalization folded into the convolutions
+(`keras_prune.fold_batchnorm` for the dense model, ``shrink(..., fold_batchnorm=True)``
+for the pruned one).
 
 The shrunk model is checked against the masked one on random images, then dense and
 shrunk models are timed side by side at batch 1 and batch 32 in two runtimes:
@@ -75,12 +78,14 @@ PLANS = {
         "first two convolutions of every bottleneck block",
     ),
     "mobilenetv2": Plan(
-        keras.applications.MobileNetV2, ("_project", "Conv_1"), 0.55,
-        "bottleneck (project) convolutions and Conv_1",
+        keras.applications.MobileNetV2, ("_expand", "Conv_1"), 0.55,
+        "expansion convolutions and Conv_1",
+    ),
+    "mobilenetv2-all": Plan(
+        keras.applications.MobileNetV2, ("Conv1", "_expand", "_project", "Conv_1"), 0.3,
+        "stem, expansion and projection convolutions and Conv_1",
     ),
 }
-# The plan MobileNetV2 would need, which shrink cannot carry out today.
-MOBILENET_EXPAND = ("_expand",)
 
 
 @dataclass
@@ -112,30 +117,32 @@ def randomize_statistics(model: keras.Model, seed: int = 0) -> keras.Model:
     return model
 
 
-def fractions(model: keras.Model, suffixes: tuple[str, ...], fraction: float, round_to: int) -> dict[str, float]:
-    """Per-layer fractions: `fraction` everywhere, or, with `round_to` > 1, the fraction
-    that leaves each layer a multiple of `round_to` filters (the nearest one)."""
-    chosen = {}
-    for layer in model.layers:
-        if not layer.name.endswith(suffixes):
-            continue
-        units = int(layer.kernel.shape[-1])
-        if round_to <= 1:
-            chosen[layer.name] = fraction
-            continue
-        kept = max(round_to, int(round(units * (1 - fraction) / round_to)) * round_to)
-        # prune() removes floor(units * fraction) units; the half unit guards against round-off
-        chosen[layer.name] = min(1.0, (units - kept + 0.5) / units) if kept < units else 0.0
-    return chosen
+def fractions(model: keras.Model, suffixes: tuple[str, ...], fraction: float) -> dict[str, float]:
+    """`fraction` for every Conv2D layer whose name ends with one of `suffixes`."""
+    return {
+        layer.name: fraction
+        for layer in model.layers
+        if type(layer) is keras.layers.Conv2D and layer.name.endswith(suffixes)
+    }
 
 
 def prune_and_shrink(
-    dense: keras.Model, chosen: dict[str, float]
+    dense: keras.Model, chosen: dict[str, float], round_to: int
 ) -> tuple[keras.Model, keras.Model, keras_prune.ShrinkReport]:
-    """The masked model (only `chosen` layers wrapped, filter-pruned) and its shrunk copy."""
-    masked = keras_prune.prunable(dense, layers=list(chosen))
-    keras_prune.prune(masked, chosen, granularity="filter")
-    small, report = keras_prune.shrink_with_report(masked)
+    """The masked model (every layer wrapped, `chosen` ones filter-pruned with their
+    coupled depthwise channels) and its shrunk copy with BatchNorm folded."""
+    masked = keras_prune.prunable(dense)
+    keras_prune.prune(masked, chosen, granularity="filter", round_to=round_to)
+    small, report = keras_prune.shrink_with_report(masked, fold_batchnorm=True)
+    if round_to > 1:
+        # A producer whose removed units feed a padded convolution keeps one of them as a
+        # constant stand-in channel; prune one more unit there so the count stays a multiple.
+        # (units[1] counts the stand-in: the mask prunes units[0] - units[1] + 1 units)
+        extra = {row.name: (row.units[0] - row.units[1] + 2) / row.units[0]
+                 for row in report.layers if row.name in chosen and row.units[1] % round_to == 1}
+        if extra:
+            keras_prune.prune(masked, extra, granularity="filter")
+            small, report = keras_prune.shrink_with_report(masked, fold_batchnorm=True)
     return masked, small, report
 
 
@@ -170,20 +177,13 @@ def benchmark(
 ) -> Result:
     plan = PLANS[name]
     dense = randomize_statistics(plan.build(weights=None, input_shape=(size, size, 3)))
-    chosen = fractions(dense, plan.suffixes, plan.fraction, round_to)
-    shares = sorted(set(round(f, 3) for f in chosen.values()))
+    chosen = fractions(dense, plan.suffixes, plan.fraction)
     print(f"\n## {dense.name} at {size}x{size}: {len(chosen)} layers ({plan.description}) lose "
-          f"{plan.fraction:.0%} of their filters" + (f", kept counts rounded to multiples of {round_to}" if round_to > 1 else "")
-          + (f" (fractions {shares[0]}-{shares[-1]})" if len(shares) > 1 else ""), flush=True)
+          f"{plan.fraction:.0%} of their filters" + (f", kept counts rounded to multiples of {round_to}" if round_to > 1 else ""),
+          flush=True)
     started = time.perf_counter()
-    masked, small, report = prune_and_shrink(dense, chosen)
-    if round_to > 1:
-        # A producer whose removed units feed a padded convolution keeps one of them as a
-        # constant stand-in channel; prune one more unit there so the count stays a multiple.
-        off = {row.name: row.units[0] for row in report.layers if row.name in chosen and row.units[1] % round_to == 1}
-        if off:
-            chosen = {n: f + (1 / off[n] if n in off else 0.0) for n, f in chosen.items()}
-            masked, small, report = prune_and_shrink(dense, chosen)
+    masked, small, report = prune_and_shrink(dense, chosen, round_to)
+    dense = keras_prune.fold_batchnorm(dense)
     x = np.random.default_rng(1).random((4, size, size, 3), dtype=np.float32)
     reference = np.asarray(masked(x, training=False))
     diff = float(np.max(np.abs(reference - np.asarray(small(x, training=False)))))
@@ -200,7 +200,8 @@ def benchmark(
     if breakdown_batch:
         print_breakdown(dense.name, breakdown({"dense": dense, "shrunk": small}, breakdown_batch, 5), breakdown_batch)
     result = Result(
-        dense.name, (dense.count_params(), small.count_params()), (count_flops(dense).macs, count_flops(small).macs)
+        f"{dense.name} ({name})", (dense.count_params(), small.count_params()),
+        (count_flops(dense).macs, count_flops(small).macs),
     )
     for batch, count in rounds.items():
         started = time.perf_counter()
@@ -264,15 +265,22 @@ def print_breakdown(name: str, totals: dict[str, dict[str, float]], batch: int) 
         print(f"| {kind} | {dense * 1e3:.2f} | {small * 1e3:.2f} | {dense / small if small else float('nan'):.2f}x | {macs} |")
 
 
-def mobilenet_expand_check(size: int) -> None:
-    """Prunes MobileNetV2's expansion convolutions as well and reports what shrink keeps."""
-    dense = randomize_statistics(keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3)))
-    chosen = fractions(dense, MOBILENET_EXPAND, 0.5, 1)
-    _, small, report = prune_and_shrink(dense, chosen)
-    before, after = count_flops(dense).macs, count_flops(small).macs
-    print(f"\nMobileNetV2, expansion convolutions pruned by 50% ({len(chosen)} layers): "
-          f"{before / 1e6:.1f}M -> {after / 1e6:.1f}M multiply-adds ({before / after:.2f}x); "
-          f"pruned filters shrink kept: {kept_reasons(report)}")
+def width_check(size: int, rounds: int, threads: int) -> None:
+    """The TF runtime's fixed cost per call at batch 1: MobileNetV2 at width 1.0 and at
+    0.35 (about 5x fewer multiply-adds, the same layers), BatchNorm folded, timed side by side."""
+    models = {
+        alpha: keras_prune.fold_batchnorm(
+            keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), alpha=alpha)
+        )
+        for alpha in (1.0, 0.35)
+    }
+    calls = {(runtime, str(alpha)): f for alpha, m in models.items() for runtime, f in runners(m, 1, threads).items()}
+    best = fastest_interleaved(calls, np.random.default_rng(4).random((1, size, size, 3), dtype=np.float32), rounds)
+    macs = {alpha: count_flops(m).macs for alpha, m in models.items()}
+    print(f"\nMobileNetV2 width 1.0 vs 0.35 at batch 1 ({macs[1.0] / macs[0.35]:.1f}x fewer multiply-adds, "
+          f"{len(models[1.0].layers)} layers each): TF {best[('tf', '1.0')] * 1e3:.2f} -> {best[('tf', '0.35')] * 1e3:.2f} ms "
+          f"({best[('tf', '1.0')] / best[('tf', '0.35')]:.2f}x), TFLite {best[('tflite', '1.0')] * 1e3:.2f} -> "
+          f"{best[('tflite', '0.35')] * 1e3:.2f} ms ({best[('tflite', '1.0')] / best[('tflite', '0.35')]:.2f}x)")
 
 
 def table(results: list[Result], runtimes: list[str]) -> str:
@@ -291,7 +299,7 @@ def table(results: list[Result], runtimes: list[str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="resnet50,mobilenetv2", help="comma-separated: resnet50, mobilenetv2")
+    parser.add_argument("--models", default="resnet50,mobilenetv2", help=f"comma-separated: {', '.join(PLANS)}")
     parser.add_argument("--size", type=int, default=160, help="input height and width")
     parser.add_argument("--round-to", type=int, default=1, help="round kept filter counts to multiples of this")
     parser.add_argument("--rounds-1", type=int, default=30, help="timing rounds at batch 1")
@@ -300,7 +308,8 @@ def main() -> int:
     parser.add_argument("--breakdown", type=int, default=0, metavar="BATCH",
                         help="also time every layer alone at this batch size and sum by layer kind")
     parser.add_argument("--skip-timing", action="store_true", help="no whole-model timing (FLOPs, shrink, breakdown)")
-    parser.add_argument("--skip-expand-check", action="store_true", help="skip the MobileNetV2 expansion check")
+    parser.add_argument("--width-check", action="store_true",
+                        help="also time MobileNetV2 at width 1.0 against 0.35 at batch 1 (the TF runtime's fixed cost)")
     args = parser.parse_args()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in PLANS]
@@ -318,8 +327,8 @@ def main() -> int:
           f"{args.threads} thread(s)")
     rounds = {} if args.skip_timing else {1: args.rounds_1, 32: args.rounds_32}
     results = [benchmark(name, args.size, args.round_to, rounds, args.threads, args.breakdown) for name in names]
-    if "mobilenetv2" in names and not args.skip_expand_check:
-        mobilenet_expand_check(args.size)
+    if args.width_check:
+        width_check(args.size, args.rounds_1, args.threads)
     print("\nFastest call of each configuration, interleaved; ratios measured side by side.\n")
     print(table(results, [k for b in rounds for k in (f"TF batch {b}", f"TFLite batch {b}")]))
     print(f"\n({time.perf_counter() - started:.0f} s in all; load average now {os.getloadavg()[0]:.1f})")

@@ -6,8 +6,10 @@ The encoder is written with keras.layers (post-norm blocks: MultiHeadAttention, 
 heads, FFN 3072) with random weights: latency does not depend on the weights' values.
 Half the heads of every attention layer and half the FFN units of every block are
 pruned (magnitude), the model is shrunk with `keras_prune.shrink`, the shrunk model is
-checked against the masked one, and both are timed side by side (interleaved rounds,
-medians) at batch 1 and batch 32.
+checked against the masked one, and both are timed side by side at batch 1 and batch
+32: the four (model, runtime) configurations take turns call by call, round after round,
+and each keeps its fastest call (the least disturbed by other processes of a shared
+machine), as in `bench_structured.py`.
 
 Run from the repository root (about 3 minutes on 2 shared CPU cores with the defaults):
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
 import sys
 import time
 
@@ -51,7 +52,7 @@ def encoder(layers: int, seq: int, hidden: int, heads: int, ffn: int) -> keras.M
 
 
 def time_side_by_side(models: dict[str, keras.Model], batch: int, rounds: int, threads: int) -> dict:
-    """Median seconds per batch for each model and runtime, interleaved every round."""
+    """Fastest seconds per batch for each model and runtime, interleaved call by call."""
     x = np.random.default_rng(0).standard_normal((batch, *models["dense"].input_shape[1:])).astype("float32")
     run = {name: runners(model, batch, threads) for name, model in models.items()}
     for fns in run.values():
@@ -65,7 +66,7 @@ def time_side_by_side(models: dict[str, keras.Model], batch: int, rounds: int, t
                 started = time.perf_counter()
                 f(x)
                 samples.setdefault((name, runtime), []).append(time.perf_counter() - started)
-    return {key: statistics.median(values) for key, values in samples.items()}
+    return {key: min(values) for key, values in samples.items()}
 
 
 def main() -> int:
@@ -77,10 +78,11 @@ def main() -> int:
     parser.add_argument("--ffn", type=int, default=3072)
     parser.add_argument("--fraction", type=float, default=0.5, help="share of heads and FFN units pruned")
     parser.add_argument("--batches", default="1,32")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(0)
 
     dense = encoder(args.layers, args.seq, args.hidden, args.heads, args.ffn)
@@ -90,7 +92,8 @@ def main() -> int:
     small, report = keras_prune.shrink_with_report(model)
     x = np.random.default_rng(1).standard_normal((2, args.seq, args.hidden)).astype("float32")
     diff = float(np.max(np.abs(model(x) - small(x))))
-    print(f"{datetime.date.today()}  {sys.argv}")
+    print(f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes')}  {sys.argv}  "
+          f"load average {os.getloadavg()[0]:.1f}, {args.threads} thread(s)")
     print(f"shrunk vs masked: max |difference| {diff:.2e}")
     (p0, p1), (m0, m1) = report.parameters, report.multiply_adds
     print(f"parameters {p0:,} -> {p1:,} ({p0 / p1:.2f}x fewer); "

@@ -1,11 +1,181 @@
-"""Options and helpers shared by several commands."""
+"""Options and helpers shared by several commands.
+
+An option that several commands take is declared here once. Choices are the
+library's (`keras_prune.settings.choices`), read when first needed (parsing,
+`--help`) rather than when the CLI is imported, since importing keras_prune imports
+TensorFlow; values are checked by the library's own check, so a bad value gets the
+same message from the CLI as from the API.
+"""
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
+from typing import Any, Callable
 
 import click
+
+
+class LibraryChoice(click.ParamType):
+    """One of the values a library setting accepts (`keras_prune.settings.choices`).
+
+    Built on click's public `ParamType` interface only. `--help` lists the values;
+    a value is checked (and an alias such as ``mag`` made canonical) by
+    `keras_prune.settings.check_choice`.
+
+    Args:
+        setting: the setting's name in `keras_prune.settings.choices`.
+
+    Example:
+
+    ```python
+    @click.option("--scope", type=LibraryChoice("scope"), default="layer", show_default=True)
+    ```
+    """
+
+    def __init__(self, setting: str):
+        self.setting = setting
+        self.name = setting
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The accepted values, in the library's order."""
+        from keras_prune.settings import choices
+
+        return choices(self.setting)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return f"[{'|'.join(self.choices)}]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from keras_prune.errors import InputError
+        from keras_prune.settings import check_choice
+
+        try:
+            return check_choice(self.setting, value)
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(value) for value in self.choices if value.startswith(incomplete)]
+
+
+class PrunerOptionDefault(click.Option):
+    """A pruner constructor option (default None: the pruner's own), whose `--help`
+    shows the pruner's default, read from the library when help is printed.
+
+    Args:
+        pruner: the registered pruner the default is read from.
+        option: the constructor option's name.
+    """
+
+    def __init__(self, param_decls: list[str], *, pruner: str, option: str, **attributes: Any):
+        super().__init__(param_decls, default=None, show_default=True, **attributes)
+        self.pruner_option = (pruner, option)
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from keras_prune.settings import pruner_option_default
+
+        shown = copy.copy(self)  # this option, with the pruner's default, for --help only
+        shown.default = pruner_option_default(*self.pruner_option)
+        return click.Option.get_help_record(shown, ctx)
+
+
+_PRUNER_OPTIONS = (
+    ("--probes", "taylor2", "probes", click.IntRange(min=1), "taylor2/taylor12: Hessian probes per scoring batch."),
+    ("--hessian", "taylor2", "hessian", LibraryChoice("hessian estimate"), "taylor2/taylor12: Hessian-diagonal estimate."),
+    ("--gate-penalty", "l1", "penalty", click.FloatRange(min=0), "l1/l2: coefficient of the penalty on the gates."),
+    ("--gate-epochs", "l1", "epochs", click.IntRange(min=1), "l1/l2: passes over the scoring batches to learn the gates."),
+    ("--emp-budget", "emp", "budget", click.IntRange(min=1), "emp: weight-image evaluations per layer; a layer of N weights is scored on budget/N images at most."),
+)
+"""The pruner constructor options the CLI offers: (flag, a pruner that takes it,
+the constructor option, type, help)."""
+
+
+def _parameter(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _stack(func: Callable, options: list[Callable]) -> Callable:
+    """`func` under `options`, the first listed first in `--help`."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def pruner_options(func: Callable) -> Callable:
+    """`--probes`, `--hessian`, `--gate-penalty`, `--gate-epochs`, `--emp-budget`:
+    constructor options of the pruners; `criterion_options` collects the given ones."""
+    return _stack(func, [
+        click.option(flag, cls=PrunerOptionDefault, pruner=pruner, option=option, type=kind, help=text)
+        for flag, pruner, option, kind, text in _PRUNER_OPTIONS
+    ])
+
+
+def criterion_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The pruner constructor options given on the command line (those of
+    `pruner_options` not left out), by constructor option name."""
+    given = {option: params[_parameter(flag)] for flag, _, option, _, _ in _PRUNER_OPTIONS}
+    return {option: value for option, value in given.items() if value is not None}
+
+
+def pruner_option(help: str) -> Callable:
+    """`--pruner NAME` (alias `-pruner`): a registered criterion or method, or an alias."""
+    return click.option("--pruner", "-pruner", type=LibraryChoice("pruner"), default="magnitude", show_default=True, help=help)
+
+
+def unsafe_option(func: Callable) -> Callable:
+    """`--unsafe`: load models that contain code (Lambda layers)."""
+    return click.option("--unsafe", is_flag=True, help="Allow models that contain code (Lambda layers).")(func)
+
+
+def device_options(func: Callable) -> Callable:
+    """`--gpu IDS` and `--cpu`: where to run."""
+    return _stack(func, [
+        click.option("--gpu", default=None, metavar="IDS", help="Run on these GPUs (e.g. 0 or 0,1); several train under MirroredStrategy."),
+        click.option("--cpu", is_flag=True, help="Run on the CPU even if there is a GPU."),
+    ])
+
+
+def retraining_options(what: str) -> Callable:
+    """`--retrain` (alias `-reTrain`), `--epochs` (`-nEpochs`), `--lr` (`-LR`) and
+    `--momentum`: whether and how to retrain after each pruning step.
+
+    Args:
+        what: the help text of `--retrain`.
+    """
+
+    def decorate(func: Callable) -> Callable:
+        return _stack(func, [
+            click.option("--retrain", "-reTrain", is_flag=True, help=what),
+            click.option("--epochs", "-nEpochs", type=click.IntRange(min=0), default=1, show_default=True, help="Retraining epochs after each step."),
+            click.option("--lr", "-LR", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True, help="SGD learning rate for retraining."),
+            click.option("--momentum", "-momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum for retraining."),
+        ])
+
+    return decorate
+
+
+def log_options(log_dir: Path | None, job_id: str, what: str) -> Callable:
+    """`--log-dir DIR` (alias `-logDir`), `--job-id ID` (`-jobID`) and `--log-test`.
+
+    Args:
+        log_dir: the default folder; None: no logs unless given.
+        job_id: the default file-name prefix.
+        what: the help text of `--log-dir`.
+    """
+
+    def decorate(func: Callable) -> Callable:
+        return _stack(func, [
+            click.option("--log-dir", "-logDir", type=click.Path(file_okay=False, path_type=Path), default=log_dir, show_default=log_dir is not None, help=what),
+            click.option("--job-id", "-jobID", default=job_id, show_default=True, help="Prefix of the log file names."),
+            click.option("--log-test", is_flag=True, help="Also measure the test split after every step (logged; decisions never use it)."),
+        ])
+
+    return decorate
 
 
 def model_option(default_help: str):

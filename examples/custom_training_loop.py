@@ -21,8 +21,9 @@ import keras
 import tensorflow as tf
 
 import keras_prune as kp
-from keras_prune.callbacks import IterativePruning, StepResult
+from keras_prune.callbacks import IterativePruning
 from keras_prune.data import Dataset
+from keras_prune.results import StepResult
 from keras_prune.schedules import Linear
 
 

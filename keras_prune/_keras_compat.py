@@ -93,3 +93,18 @@ def elementwise_activation_op_classes() -> tuple[type, ...]:
         "HardShrink", "LogSigmoid", "SparsePlus", "Squareplus",
     )
     return tuple(getattr(nn, n) for n in names if hasattr(nn, n)) + (numpy_ops.Tanh,)
+
+
+def has_value(variable: keras.Variable) -> bool:
+    """Whether `variable`'s value can be read now.
+
+    Inside `model.fit` on JAX, Keras detaches every model variable's value (the
+    private ``_value`` is None) and passes the values through its compiled step
+    instead; a `keras.StatelessScope` that maps the variable makes it readable again.
+    """
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    scope = get_stateless_scope()
+    if scope is not None and scope.get_current_value(variable) is not None:
+        return True
+    return variable._value is not None

@@ -3,7 +3,8 @@
 Layers are chosen by *selector*: a 1-based index into the model's top-level layers
 (input layers not counted, so the original tool's LeNet-5 indices 1, 4, 8, 10, 12
 name its weight layers), or a layer name. A name may name a layer inside a nested
-model, directly (``"fc1"``) or by path (``"encoder/fc1"``).
+model, directly (``"fc1"``) or by path (``"encoder/fc1"``); a bare name that layers
+of several nested models share is refused, with their paths to choose from.
 """
 
 from __future__ import annotations
@@ -18,26 +19,24 @@ from keras_prune.criteria import Criterion
 from keras_prune.criteria.objective import SCORE_BATCH_SIZE, SCORE_BATCHES, fixed_batches
 from keras_prune.errors import InputError
 from keras_prune.graph import check_graph_model, rebuild, top_layers, walk
-from keras_prune.methods import Method, get_pruner, kernel_view
-from keras_prune.selection import (
-    SCOPES,
-    Pattern,
-    check_fraction,
-    parse_pattern,
-    select_global,
-    select_layer,
-    select_matrix,
-)
+from keras_prune.methods import Method, kernel_view
+from keras_prune.selection import Pattern, check_fraction, select_global, select_layer, select_matrix
+from keras_prune.settings import PruneOptions
 from keras_prune.structured import is_structured, prune_units
 from keras_prune.wrapper import PruneWrapper, copy_layer, prunable_variables, strip_layer
 
+__all__ = [
+    "find_layers",
+    "has_prunable_weights",
+    "layer_index",
+    "prunable",
+    "prune",
+    "Selector",
+    "strip",
+    "wrapped_layers",
+]
+
 Selector = Union[int, str]
-
-
-def walk_layers(model: keras.Model, prefix: str = ""):
-    """Yields (path, layer) for every layer, depth first, nested models included (see
-    `keras_prune.graph.walk`)."""
-    return walk(model, prefix)
 
 
 def has_prunable_weights(layer: keras.layers.Layer) -> bool:
@@ -66,19 +65,51 @@ def _prunable_summary(model: keras.Model) -> str:
     return ", ".join(entries) or "none"
 
 
+def _layer_named(model: keras.Model, by_path: Mapping[str, keras.layers.Layer], text: str) -> keras.layers.Layer:
+    """The layer whose path is `text` or, failing that, the one layer named `text`."""
+    if text in by_path:
+        return by_path[text]
+    paths: dict[int, list[str]] = {}
+    for path, layer in by_path.items():
+        if layer.name == text:
+            paths.setdefault(id(layer), []).append(path)
+    if not paths:
+        raise InputError(f"no layer named '{text}' in '{model.name}' (prunable: {_prunable_summary(model)})")
+    if len(paths) > 1:
+        candidates = ", ".join(found[0] for found in paths.values())
+        raise InputError(
+            f"layer name '{text}' is ambiguous in '{model.name}': {len(paths)} layers have it "
+            f"({candidates}); give the path of the one you mean"
+        )
+    (found,) = paths.values()
+    return by_path[found[0]]
+
+
 def find_layers(model: keras.Model, selectors: Iterable[Selector]) -> list[keras.layers.Layer]:
     """The layers named by `selectors`, in the order given.
 
     Args:
         model: a Sequential or Functional model.
-        selectors: 1-based indices (ints or digit strings) or layer names/paths.
+        selectors: 1-based indices (ints or digit strings) or layer names/paths. A
+            path (``"encoder/fc1"``) names one layer; a bare name (``"fc1"``) must
+            belong to a single layer of the model, nested models included.
+
+    Returns:
+        The layers, in the order of `selectors`.
 
     Raises:
-        InputError: an index out of range, an unknown name, a duplicate, or a
+        InputError: an index out of range, an unknown name, a name that several
+            nested layers share (the message lists their paths), a duplicate, or a
             layer without prunable weights.
+
+    Example:
+
+    ```python
+    conv1, fc1 = find_layers(model, [1, "fc1"])
+    ```
     """
     layers = top_layers(model)
-    by_path = dict(walk_layers(model))
+    by_path = dict(walk(model))
     chosen: list[keras.layers.Layer] = []
     for selector in selectors:
         text = str(selector).strip()
@@ -91,13 +122,7 @@ def find_layers(model: keras.Model, selectors: Iterable[Selector]) -> list[keras
                 )
             layer = layers[index - 1]
         else:
-            matches = [l for p, l in by_path.items() if p == text or l.name == text]
-            if not matches:
-                raise InputError(
-                    f"no layer named '{text}' in '{model.name}' "
-                    f"(prunable: {_prunable_summary(model)})"
-                )
-            layer = matches[0]
+            layer = _layer_named(model, by_path, text)
         if not has_prunable_weights(layer):
             raise InputError(
                 f"layer '{text}' ({layer.name}, {type(layer).__name__}) has no prunable "
@@ -111,7 +136,7 @@ def find_layers(model: keras.Model, selectors: Iterable[Selector]) -> list[keras
 
 def wrapped_layers(model: keras.Model) -> list[PruneWrapper]:
     """Every `PruneWrapper` in the model, nested models included, in layer order."""
-    return [layer for _, layer in walk_layers(model) if isinstance(layer, PruneWrapper)]
+    return [layer for _, layer in walk(model) if isinstance(layer, PruneWrapper)]
 
 
 def prunable(
@@ -150,7 +175,7 @@ def prunable(
     else:
         targets = set()
         for layer in find_layers(model, layers):
-            nested = [l for _, l in walk_layers(layer)] if isinstance(layer, keras.Model) else []
+            nested = [l for _, l in walk(layer)] if isinstance(layer, keras.Model) else []
             targets.update(id(l) for l in [layer, *nested])
 
     def wrap(layer):
@@ -189,6 +214,7 @@ def prune(
     score_batches: int = SCORE_BATCHES,
     batch_size: int = SCORE_BATCH_SIZE,
     pattern: str | Pattern | None = None,
+    round_to: int = 1,
 ) -> dict[PruneWrapper, float]:
     """Prunes the chosen layers to their fractions, ranking weights with a criterion
     (or pruning them with a method such as ``sparsegpt``, which also updates the
@@ -226,6 +252,9 @@ def prune(
             ``"RxC"`` blocks, per kernel seen as an (inputs, outputs) matrix (see
             `keras_prune.selection.Pattern` for how it meets the fraction); layer
             scope and weight granularity only.
+        round_to: at unit or head granularity, each chosen layer keeps a multiple
+            of this many units (e.g. 8 or 16, for hardware-friendly shapes; see
+            `keras_prune.structured.units_to_prune`); 1: no rounding.
 
     Returns:
         The sparsity of each pruned layer afterwards (coupled layers included).
@@ -242,16 +271,49 @@ def prune(
                       data=(x_train, y_train), scope="global")
     ```
     """
-    if scope not in SCOPES:
-        raise InputError(f"unknown scope '{scope}'; choose one of: {', '.join(SCOPES)}")
-    structured = is_structured(granularity)
-    if structured and scope != "layer":
-        raise InputError(f"granularity '{granularity}' works with scope 'layer', not '{scope}'")
-    criterion = get_pruner(criterion, **dict(criterion_options or {}))
-    pattern = parse_pattern(pattern)
-    if (pattern is not None or isinstance(criterion, Method)) and (scope != "layer" or structured):
-        what = f"pattern {pattern}" if pattern is not None else f"pruner '{criterion.name}'"
-        raise InputError(f"{what} works with scope 'layer' and granularity 'weight' only")
+    options = PruneOptions(
+        criterion=criterion,
+        criterion_options=criterion_options or {},
+        scope=scope,
+        normalization=normalization,
+        granularity=granularity,
+        unit_norm=unit_norm,
+        pattern=pattern,
+        score_batches=score_batches,
+        batch_size=batch_size,
+        round_to=round_to,
+    )
+    return prune_with(model, fractions, options, data)
+
+
+def prune_with(
+    model: keras.Model, fractions: Mapping[Selector, float], options: PruneOptions, data: Any = None
+) -> dict[PruneWrapper, float]:
+    """`prune` with its options given as one `keras_prune.settings.PruneOptions`,
+    checked when it was made (`IterativePruning` makes it once and prunes with it at
+    every event).
+
+    Args:
+        model: a model made by `prunable`.
+        fractions: selector -> cumulative fraction, as `prune` takes them.
+        options: pruner, scope, granularity, pattern and the other options of `prune`.
+        data: as `prune` takes it.
+
+    Returns:
+        The sparsity of each pruned layer afterwards (coupled layers included).
+
+    Raises:
+        InputError: a bad selector or fraction, an unwrapped layer, or data the
+            pruner needs and did not get.
+
+    Example:
+
+    ```python
+    options = PruneOptions("taylor1", scope="global")
+    keras_prune.api.prune_with(model, {"conv2": 0.7, "fc1": 0.95}, options, data=(x, y))
+    ```
+    """
+    criterion, pattern, scope = options.pruner, options.pattern, options.scope
     layers = find_layers(model, list(fractions))
     checked = {}
     for layer, fraction in zip(layers, fractions.values()):
@@ -264,9 +326,9 @@ def prune(
             )
         checked.update((target, fraction) for target in targets)
     if criterion.needs_data:
-        data = fixed_batches(data, criterion.name, model, score_batches, batch_size)
-    if structured:
-        pruned = prune_units(model, checked, criterion, data, unit_norm, granularity)
+        data = fixed_batches(data, criterion.name, model, options.score_batches, options.batch_size)
+    if is_structured(options.granularity):
+        pruned = prune_units(model, checked, criterion, data, options.unit_norm, options.granularity, options.round_to)
         return {layer: layer.sparsity() for layer in pruned}
     if isinstance(criterion, Method):
         in_order = {layer: checked[layer] for layer in wrapped_layers(model) if layer in checked}
@@ -281,7 +343,7 @@ def prune(
             [scores[layer] for layer in checked],
             [layer.mask_arrays() for layer in checked],
             list(checked.values()),
-            normalization or criterion.normalization,
+            options.normalization or criterion.normalization,
         )
         for layer, masks in zip(checked, new_masks):
             layer.set_mask(masks)

@@ -46,122 +46,49 @@ A custom training loop calls the hooks itself: ``set_model``, ``on_train_begin``
 for each epoch ``on_epoch_begin``, ``on_train_batch_begin`` before each batch (needed
 by the cubic schedule only), ``on_epoch_end``, and finally ``on_train_end``
 (examples/custom_training_loop.py).
+
+The callback holds the order of work only; it delegates the rest: each event prunes
+with one `keras_prune.settings.PruneOptions` (the options `keras_prune.prune`
+takes), the guard and divergence checks are `keras_prune.guard`, snapshots, replica
+broadcasts, the schedule cursor and the resume state are `keras_prune.state`, and
+results are `keras_prune.results.StepResult`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import keras
 import numpy as np
 
-from keras_prune.api import Selector, find_layers, layer_index, prune, wrapped_layers
+from keras_prune.api import Selector, find_layers, layer_index
 from keras_prune.criteria import Criterion
 from keras_prune.criteria.objective import SCORE_BATCHES, ScoringBatches, fixed_batches
-from keras_prune.methods import get_pruner
-from keras_prune.devices import broadcast_first, is_distributed
+from keras_prune.devices import strategy_of
 from keras_prune.errors import InputError
+from keras_prune.guard import AccuracyGuard, loss_diverged, weights_diverged
+from keras_prune.methods import Method
+from keras_prune.results import StepResult, mask_digest
 from keras_prune.schedules import Linear, Schedule
-from keras_prune.selection import SCOPES, check_fraction
+from keras_prune.selection import Pattern, check_fraction
+from keras_prune.settings import PruneOptions, check_count
+from keras_prune.state import (
+    EventCursor,
+    PruningState,
+    TrainingState,
+    measure_on_replicas,
+    prune_on_replicas,
+)
 from keras_prune.training import Evaluation, evaluate as evaluate_classifier
 from keras_prune.wrapper import PruneWrapper
 
-
-@dataclass(frozen=True)
-class StepResult:
-    """One layer's pruning event, as reported and logged.
-
-    Attributes:
-        step: the schedule step, 1-based.
-        index: the layer's 1-based index in the model (None inside a nested model).
-        layer: the layer's name.
-        fraction: the fraction this step pruned the layer to.
-        retained: share of the layer's weights left after this step's pruning.
-        validation: validation loss and error when the event closed (after
-            retraining); None without validation data.
-        test: test loss and error, only when test data was given (reporting only).
-        seconds: wall time from the pruning to the close of the event.
-        cost: validation error after the event minus that of the model before any
-            pruning, in percentage points; None without validation data.
-        reverted: the event was reverted (by the accuracy guard, or because the
-            loss became NaN or Inf); the layer is pruned no further and holds the
-            masks it had before.
-        diverged: the loss or a weight became NaN or Inf while retraining after
-            this event.
-        mask_digest: SHA-1 of the layer's masks after the event (after a revert, the
-            restored masks): equal digests mean identical masks.
-    """
-
-    step: int
-    index: int | None
-    layer: str
-    fraction: float
-    retained: float
-    validation: Evaluation | None
-    test: Evaluation | None
-    seconds: float
-    cost: float | None = None
-    reverted: bool = False
-    mask_digest: str = ""
-    diverged: bool = False
-
-    @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> "StepResult":
-        """The inverse of ``dataclasses.asdict(result)``."""
-        evaluations = {k: None if record[k] is None else Evaluation(**record[k]) for k in ("validation", "test")}
-        return cls(**{**record, **evaluations})
-
-
-def mask_digest(layer: PruneWrapper) -> str:
-    """SHA-1 of a wrapped layer's masks (as 0/1 bytes), to compare masks cheaply.
-
-    Args:
-        layer: a built `PruneWrapper`.
-
-    Returns:
-        40 hex digits.
-
-    Example:
-
-    ```python
-    assert mask_digest(model_a.get_layer("fc1")) == mask_digest(model_b.get_layer("fc1"))
-    ```
-    """
-    digest = hashlib.sha1()
-    for mask in layer.mask_arrays():
-        digest.update(np.asarray(mask != 0, np.uint8).tobytes())
-    return digest.hexdigest()
-
-
-def snapshot(variables: Sequence[keras.Variable]) -> list[np.ndarray]:
-    """Copies of the variables' values, for `restore`.
-
-    Args:
-        variables: Keras variables (model and optimizer variables).
-
-    Returns:
-        One numpy array per variable.
-    """
-    return [np.array(keras.ops.convert_to_numpy(v.value), copy=True) for v in variables]
-
-
-def restore(variables: Sequence[keras.Variable], values: Sequence[np.ndarray]) -> None:
-    """Assigns values taken by `snapshot` back to the same variables, bit for bit.
-
-    Args:
-        variables: the variables `snapshot` was taken of, in the same order.
-        values: what `snapshot` returned.
-    """
-    if len(variables) != len(values):
-        raise ValueError(f"snapshot of {len(values)} variables cannot restore {len(variables)}")
-    for variable, value in zip(variables, values):
-        variable.assign(value)
+_SEPARATE_OPTIONS = ("criterion", "scope", "normalization", "granularity", "unit_norm", "round_to", "pattern", "score_batches")
+"""The keywords of `IterativePruning` that `options` gives as one object."""
 
 
 def _batches(data, batch_size: int = 256):
@@ -180,6 +107,8 @@ class IncompleteScheduleWarning(UserWarning):
 
 @dataclass
 class _Event:
+    """An event between its pruning and its close."""
+
     step: int
     layers: list[PruneWrapper]
     fractions: list[float]
@@ -211,6 +140,7 @@ class IterativePruning(keras.callbacks.Callback):
         normalization: global-scope score normalisation; None: the criterion's own.
         granularity: ``"weight"``, or ``"neuron"``/``"filter"`` for whole units.
         unit_norm: ``"l1"`` or ``"l2"`` reduction of unit scores.
+        round_to: at unit granularity, keep a multiple of this many units per layer.
         validation_data: (x, y) batches or an (x, y) pair of arrays, for the
             measures and decisions (accuracy guard).
         test_data: (x, y) batches or arrays, only reported in each `StepResult`.
@@ -229,6 +159,14 @@ class IterativePruning(keras.callbacks.Callback):
         steps_per_epoch: training steps per epoch of your `fit`; needed by
             `planned_epochs` with a ``"batch"`` schedule (cubic) only.
         pattern: ``"N:M"`` or ``"RxC"`` sparsity pattern (see `keras_prune.prune`).
+        options: the prune step's options as one `keras_prune.settings.PruneOptions`,
+            in place of `criterion`, `scope`, `normalization`, `granularity`,
+            `unit_norm`, `round_to`, `pattern` and `score_batches` (leave those at their defaults).
+
+    Raises:
+        InputError: a bad fraction or option, a pruner that needs data without
+            `data`, the guard without validation data, `reload` with a cubic
+            schedule, or both `options` and one of the keywords it replaces.
 
     Example:
 
@@ -247,7 +185,7 @@ class IterativePruning(keras.callbacks.Callback):
         self,
         fractions: Mapping[Selector, float],
         schedule: Schedule | None = None,
-        criterion: str | Criterion = "magnitude",
+        criterion: str | Criterion | Method = "magnitude",
         data: Any = None,
         epochs_per_step: int = 1,
         together: bool = False,
@@ -255,6 +193,7 @@ class IterativePruning(keras.callbacks.Callback):
         normalization: str | None = None,
         granularity: str = "weight",
         unit_norm: str = "l1",
+        round_to: int = 1,
         validation_data: Any = None,
         test_data: Any = None,
         evaluate: Callable[[keras.Model], Evaluation] | None = None,
@@ -266,60 +205,69 @@ class IterativePruning(keras.callbacks.Callback):
         on_step: Callable[[StepResult], None] | None = None,
         score_batches: int = SCORE_BATCHES,
         steps_per_epoch: int | None = None,
-        pattern: str | None = None,
+        pattern: str | Pattern | None = None,
+        options: PruneOptions | None = None,
     ):
         super().__init__()
         if not fractions:
             raise InputError("IterativePruning needs at least one layer to prune")
         self.fractions = {s: check_fraction(f, f"fraction for layer '{s}'") for s, f in fractions.items()}
         self.schedule = schedule or Linear(1)
-        self.criterion = get_pruner(criterion)
+        self.options = _prune_options(
+            options,
+            criterion=criterion,
+            scope=scope,
+            normalization=normalization,
+            granularity=granularity,
+            unit_norm=unit_norm,
+            round_to=round_to,
+            pattern=pattern,
+            score_batches=score_batches,
+        )
+        self.criterion = self.options.pruner
         if self.criterion.needs_data and data is None:
             raise InputError(f"criterion '{self.criterion.name}' needs training data; none was given")
-        if isinstance(epochs_per_step, bool) or int(epochs_per_step) != epochs_per_step or epochs_per_step < 0:
-            raise InputError(f"epochs_per_step must be a whole number >= 0, got {epochs_per_step}")
-        if scope not in SCOPES:
-            raise InputError(f"unknown scope '{scope}'; choose one of: {', '.join(SCOPES)}")
+        self.epochs_per_step = check_count(epochs_per_step, "epochs_per_step", positive=False)
         batch_timed = self.schedule.timing == "batch"
         if reload and batch_timed:
             raise InputError("reload restarts the training step count; it works with epoch-timed schedules (linear, one-shot) only")
-        if acc_tradeoff is not None and not acc_tradeoff >= 0:
-            raise InputError(f"the accuracy trade-off must be >= 0 percentage points, got {acc_tradeoff}")
+        self.guard = AccuracyGuard(acc_tradeoff)
         if evaluate is None and validation_data is not None:
             evaluate = functools.partial(evaluate_classifier, batches=_batches(validation_data))
         if acc_tradeoff is not None and evaluate is None:
             raise InputError("the accuracy guard (acc_tradeoff) needs validation_data or evaluate")
         self.data = data
-        self.score_batches = score_batches
         self._score_data: ScoringBatches | None = None
-        self.epochs_per_step = int(epochs_per_step)
-        self.together = together or scope == "global" or batch_timed
-        self.prune_options = dict(scope=scope, normalization=normalization, granularity=granularity, unit_norm=unit_norm, pattern=pattern)
+        self.together = together or self.options.scope == "global" or batch_timed
         self.evaluate = evaluate
         self.test_data = None if test_data is None else _batches(test_data)
-        self.acc_tradeoff = acc_tradeoff
         self.reload = reload
         self.stop_when_done = stop_when_done
-        if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or int(steps_per_epoch) != steps_per_epoch or steps_per_epoch < 1):
-            raise InputError(f"steps_per_epoch must be a positive whole number, got {steps_per_epoch}")
+        if steps_per_epoch is not None:
+            steps_per_epoch = check_count(steps_per_epoch, "steps_per_epoch")
         self.steps_per_epoch = steps_per_epoch
         self.on_prune = on_prune
         self.on_step = on_step
         self._optimizer = optimizer
         self.results: list[StepResult] = []
-        self.baseline: Evaluation | None = None
         self.stopped: list[str] = []
-        self._resume: dict[str, Any] | None = None
+        self._resume: PruningState | None = None
         self._reset()
+
+    @property
+    def baseline(self) -> Evaluation | None:
+        """The validation measure of the model before any pruning (None before
+        training or without validation data)."""
+        return self.guard.baseline
 
     def _reset(self) -> None:
         self._layers: list[PruneWrapper] = []
         self._selectors: dict[int, Selector] = {}
-        self._cursor = (1, 0)
+        self._cursor = EventCursor(self.schedule.steps, [])
         self._current_step: int | None = None
         self._open: _Event | None = None
         self._initial: list[np.ndarray] | None = None
-        self._stopped_ids: set[int] = set()
+        self._state: TrainingState | None = None
 
     @property
     def planned_epochs(self) -> int:
@@ -351,7 +299,7 @@ class IterativePruning(keras.callbacks.Callback):
     @property
     def done(self) -> bool:
         """Whether every event of the schedule has happened and closed."""
-        return self._open is None and self._peek() is None
+        return self._open is None and self._cursor.peek() is None
 
     def on_train_begin(self, logs=None):
         """Finds the layers, builds the optimizer, measures the unpruned model (and with
@@ -364,29 +312,33 @@ class IterativePruning(keras.callbacks.Callback):
                 raise InputError(f"layer '{layer.name}' is not wrapped; call keras_prune.prunable(model) first")
             self._selectors[id(layer)] = selector
         self._layers = layers
+        self._cursor = EventCursor(self.schedule.steps, [layers] if self.together else [[layer] for layer in layers])
         if self.criterion.needs_data and self._score_data is None:
-            self._score_data = fixed_batches(self.data, self.criterion.name, self.model, self.score_batches)
+            self._score_data = fixed_batches(
+                self.data, self.criterion.name, self.model, self.options.score_batches, self.options.batch_size
+            )
         optimizer = self._optimizer or getattr(self.model, "optimizer", None)
         if optimizer is not None and not optimizer.built:
-            with self.model.distribute_strategy.scope():
+            with strategy_of(self.model).scope():
                 optimizer.build(self.model.trainable_variables)
         self._optimizer = optimizer
+        self._state = TrainingState(self.model, optimizer)
         if self._resume is not None:
             self._apply_resume()
             return
         if self.reload:
-            self._initial = snapshot(self._state_variables())
-        self.baseline = self._measure() if self.evaluate is not None else None
+            self._initial = self._state.save()
+        self.guard.baseline = self._measure() if self.evaluate is not None else None
         if self.schedule.timing == "epoch" and self.epochs_per_step == 0:
-            while self._peek() is not None:
-                self._start(*self._advance())
+            while self._cursor.peek() is not None:
+                self._start(*self._cursor.advance())
                 self._close()
 
     def on_epoch_begin(self, epoch, logs=None):
         """Epoch-timed schedules: starts the next event if none is open."""
         if self.schedule.timing == "epoch" and self.epochs_per_step > 0 and self._open is None:
-            if self._peek() is not None:
-                self._start(*self._advance())
+            if self._cursor.peek() is not None:
+                self._start(*self._cursor.advance())
 
     def on_epoch_end(self, epoch, logs=None):
         """Epoch-timed schedules: closes the open event after `epochs_per_step` epochs.
@@ -395,8 +347,7 @@ class IterativePruning(keras.callbacks.Callback):
         it closes); with no event open, it stops training. Checked per epoch, not per
         batch: a batch hook would stop Keras from dispatching batches asynchronously.
         """
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(float(loss)):
+        if loss_diverged(logs):
             if self._open is None:
                 self.model.stop_training = True
             else:
@@ -406,7 +357,7 @@ class IterativePruning(keras.callbacks.Callback):
         self._open.epochs += 1
         if self._open.epochs >= self.epochs_per_step:
             self._close()
-            if self.stop_when_done and self._peek() is None:
+            if self.stop_when_done and self._cursor.peek() is None:
                 self.model.stop_training = True
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -414,13 +365,12 @@ class IterativePruning(keras.callbacks.Callback):
         event and starts step i."""
         if self.schedule.timing != "batch":
             return
-        upcoming = self._peek()
+        upcoming = self._cursor.peek()
         if upcoming is not None and int(self._optimizer.iterations) >= self.schedule.start(upcoming[0]):
             if self._open is not None:
                 self._close()
-            upcoming = self._peek()
-            if upcoming is not None:
-                self._start(*self._advance())
+            if self._cursor.peek() is not None:
+                self._start(*self._cursor.advance())
 
     def on_train_end(self, logs=None):
         """Closes the open event, if any; warns if the schedule did not reach its end."""
@@ -433,14 +383,14 @@ class IterativePruning(keras.callbacks.Callback):
         """What is left of the schedule, in one line ("" once it is done)."""
         if self.done:
             return ""
-        step, layers = self._peek()
+        step, layers = self._cursor.peek()
         reached = {}
         for result in self.results:
             if not result.reverted:
                 reached[result.layer] = result.fraction
         short = ", ".join(
             f"{layer.name} at {reached.get(layer.name, 0.0):.4g} of {self.fractions[self._selectors[id(layer)]]:g}"
-            for layer in self._layers if id(layer) not in self._stopped_ids
+            for layer in self._layers if not self._cursor.is_stopped(layer)
         )
         fix = (
             f"train {self.planned_steps} steps" if self.schedule.timing == "batch"
@@ -452,36 +402,38 @@ class IterativePruning(keras.callbacks.Callback):
         )
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint needs to continue this schedule later, as plain JSON data.
+        """What a checkpoint needs to continue this schedule later, as plain JSON data
+        (`keras_prune.state.PruningState.to_json`).
 
         Only between events (none open), and not with `reload` (its starting state is
         the whole model, which a checkpoint does not keep twice).
         """
         if self._open is not None or self.reload:
             raise InputError("the pruning state can be saved only between events, and not with reload")
-        return {
-            "cursor": list(self._cursor),
-            "current_step": self._current_step,
-            "stopped": list(self.stopped),
-            "baseline": None if self.baseline is None else dataclasses.asdict(self.baseline),
-            "results": [dataclasses.asdict(result) for result in self.results],
-        }
+        return PruningState(
+            cursor=self._cursor.position,
+            current_step=self._current_step,
+            stopped=tuple(self.stopped),
+            baseline=self.baseline,
+            results=tuple(self.results),
+        ).to_json()
 
-    def resume_from(self, state: Mapping[str, Any]) -> None:
-        """Continues from a `state()` at the next `on_train_begin`: the events already
-        done are not redone, stopped layers stay stopped, results are kept, and the
-        unpruned model's validation measure is not taken again."""
-        self._resume = dict(state)
+    def resume_from(self, state: Mapping[str, Any] | PruningState) -> None:
+        """Continues from a `state()` (or the `PruningState` it encodes) at the next
+        `on_train_begin`: the events already done are not redone, stopped layers stay
+        stopped, results are kept, and the unpruned model's validation measure is not
+        taken again."""
+        self._resume = state if isinstance(state, PruningState) else PruningState.from_json(state)
 
     def _apply_resume(self) -> None:
         state, self._resume = self._resume, None
-        self._cursor = tuple(state["cursor"])
-        self._current_step = state["current_step"]
         by_name = {layer.name: layer for layer in self._layers}
-        self.stopped = list(state["stopped"])
-        self._stopped_ids = {id(by_name[name]) for name in self.stopped}
-        self.baseline = None if state["baseline"] is None else Evaluation(**state["baseline"])
-        self.results = [StepResult.from_dict(record) for record in state["results"]]
+        self._cursor.position = state.cursor
+        self._cursor.stop([by_name[name] for name in state.stopped])
+        self._current_step = state.current_step
+        self.stopped = list(state.stopped)
+        self.guard.baseline = state.baseline
+        self.results = list(state.results)
 
     def prune_without_training(self, model: keras.Model) -> list[StepResult]:
         """Runs every event back to back on `model`, without retraining.
@@ -501,59 +453,15 @@ class IterativePruning(keras.callbacks.Callback):
         self.on_train_end()
         return self.results
 
-    def _groups(self) -> list[list[PruneWrapper]]:
-        return [list(self._layers)] if self.together else [[layer] for layer in self._layers]
-
-    def _find(self) -> tuple[int, int, list[PruneWrapper]] | None:
-        """The next event from the cursor on: (step, group number, active layers)."""
-        step, group = self._cursor
-        groups = self._groups()
-        while step <= self.schedule.steps:
-            while group < len(groups):
-                active = [l for l in groups[group] if id(l) not in self._stopped_ids]
-                if active:
-                    return step, group, active
-                group += 1
-            step, group = step + 1, 0
-        return None
-
-    def _peek(self) -> tuple[int, list[PruneWrapper]] | None:
-        """The next event (step, active layers), or None when there is none."""
-        found = self._find()
-        return None if found is None else (found[0], found[2])
-
-    def _advance(self) -> tuple[int, list[PruneWrapper]]:
-        """The next event (step, active layers); moves the cursor past it."""
-        step, group, active = self._find()
-        self._cursor = (step, group + 1)
-        return step, active
-
-    def _state_variables(self) -> list[keras.Variable]:
-        optimizer_variables = list(self._optimizer.variables) if self._optimizer is not None else []
-        return list(self.model.variables) + optimizer_variables
-
     def _start(self, step: int, layers: list[PruneWrapper]) -> None:
         started = time.perf_counter()
         if self.reload and self._current_step is not None and step != self._current_step:
-            restore(self._state_variables(), self._initial)
+            self._state.restore(self._initial)
         self._current_step = step
-        saved = snapshot(self._state_variables())
+        saved = self._state.save()
         fractions = [self.schedule.fraction(self.fractions[self._selectors[id(l)]], step) for l in layers]
         targets = {self._selectors[id(l)]: f for l, f in zip(layers, fractions)}
-        strategy = self.model.distribute_strategy
-        if is_distributed(strategy):
-            # Each worker may choose other masks (a criterion scoring on its own
-            # batches); set_mask zeroes weights at once, so go back to the weights
-            # before pruning, identical everywhere, and apply the first replica's masks.
-            held = [v for layer in wrapped_layers(self.model) for v in [*layer.pruned_variables, *layer.masks]]
-            before = snapshot(held)
-            pruned = prune(self.model, targets, self.criterion, data=self._score_data, **self.prune_options)
-            chosen = {id(layer): broadcast_first(strategy, layer.mask_arrays()) for layer in pruned}
-            restore(held, before)
-            for layer in pruned:
-                layer.set_mask(chosen[id(layer)])
-        else:
-            prune(self.model, targets, self.criterion, data=self._score_data, **self.prune_options)
+        prune_on_replicas(self.model, targets, self.options, self._score_data)
         retained = [1.0 - layer.sparsity() for layer in layers]
         if self.on_prune is not None:
             for layer, share in zip(layers, retained):
@@ -561,31 +469,22 @@ class IterativePruning(keras.callbacks.Callback):
         self._open = _Event(step, layers, fractions, retained, started, saved)
 
     def _measure(self) -> Evaluation:
-        result = self.evaluate(self.model)
-        strategy = self.model.distribute_strategy
-        if is_distributed(strategy):
-            loss, error = broadcast_first(strategy, [np.array([result.loss, result.error], np.float64)])[0]
-            result = Evaluation(loss=float(loss), error=float(error))
-        return result
+        return measure_on_replicas(self.evaluate, self.model)
 
     def _close(self) -> None:
         event, self._open = self._open, None
-        # Max-pooling can hide NaN weights from the loss (oneDNN drops NaN), so check both.
-        event.diverged = event.diverged or not all(
-            np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in self.model.trainable_variables
-        )
+        event.diverged = event.diverged or weights_diverged(self.model.trainable_variables)
         if event.diverged:  # what retraining did after the restore is discarded too
-            restore(self._state_variables(), event.saved)
+            self._state.restore(event.saved)
         validation = self._measure() if self.evaluate is not None else None
         test = evaluate_classifier(self.model, self.test_data) if self.test_data is not None else None
-        cost = None if validation is None else validation.error - self.baseline.error
-        reverted = event.diverged or (self.acc_tradeoff is not None and cost > self.acc_tradeoff)
+        cost = self.guard.cost(validation)
+        reverted = event.diverged or self.guard.rejects(cost)
         if reverted:  # reverted, for either reason: its layers are pruned no further
             if not event.diverged:
-                restore(self._state_variables(), event.saved)
-            for layer in event.layers:
-                self._stopped_ids.add(id(layer))
-                self.stopped.append(layer.name)
+                self._state.restore(event.saved)
+            self._cursor.stop(event.layers)
+            self.stopped.extend(layer.name for layer in event.layers)
         seconds = time.perf_counter() - event.started
         for layer, fraction, retained in zip(event.layers, event.fractions, event.retained):
             result = StepResult(
@@ -606,3 +505,15 @@ class IterativePruning(keras.callbacks.Callback):
             if self.on_step is not None:
                 self.on_step(result)
 
+
+def _prune_options(options: PruneOptions | None, **separate: Any) -> PruneOptions:
+    """`options`, or one made from the separate keywords; refuses both at once."""
+    if options is None:
+        return PruneOptions(**separate)
+    defaults = {f.name: f.default for f in dataclasses.fields(PruneOptions) if f.name in _SEPARATE_OPTIONS}
+    given = sorted(name for name, value in separate.items() if value != defaults[name])
+    if given:
+        raise InputError(
+            f"give the prune options either as options= or as keywords, not both (also given: {', '.join(given)})"
+        )
+    return options

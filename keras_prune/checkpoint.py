@@ -8,8 +8,9 @@ folder, in this order and each atomically:
   pruning schedule's state (`IterativePruning.state`) and the run's options;
 
 then removes older model files. ``checkpoint.json`` therefore always names a complete
-model file, whenever the process dies. `read_checkpoint` and `load_checkpoint_model`
-read them back for `keras-prune run --resume`.
+model file, whenever the process dies. `read_checkpoint` reads them back for
+`keras-prune run --resume`, which loads the model with `keras_prune.storage.load_model`
+(``compile=True``: optimizer state included).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import keras
 
-from keras_prune.callbacks import IterativePruning
-from keras_prune.errors import InputError, ModelError
+from keras_prune.errors import InputError
 from keras_prune.storage import atomic_write_text, make_folder, save_model
+
+if TYPE_CHECKING:
+    from keras_prune.callbacks import IterativePruning
 
 CHECKPOINT_FILE = "checkpoint.json"
 
@@ -56,7 +59,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         run: the run's options, stored so that a resume can check they match.
     """
 
-    def __init__(self, folder: str | Path, pruning: IterativePruning, run: Mapping[str, Any]):
+    def __init__(self, folder: str | Path, pruning: "IterativePruning", run: Mapping[str, Any]):
         super().__init__()
         self.folder = make_folder(folder, "checkpoint folder")
         self.pruning = pruning
@@ -102,12 +105,3 @@ def read_checkpoint(folder: str | Path) -> Checkpoint:
         raise InputError(f"checkpoint {path} names {checkpoint.model_path}, which does not exist")
     return checkpoint
 
-
-def load_checkpoint_model(checkpoint: Checkpoint) -> keras.Model:
-    """The checkpoint's wrapped model, compiled, with its optimizer state restored."""
-    import keras_prune.wrapper  # noqa: F401  (registers PruneWrapper)
-
-    try:
-        return keras.models.load_model(checkpoint.model_path, compile=True, safe_mode=True)
-    except Exception as exc:  # Keras raises many types; all mean "cannot load this file".
-        raise ModelError(f"cannot load checkpoint model {checkpoint.model_path}: {exc}") from None

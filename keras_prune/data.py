@@ -22,6 +22,17 @@ import numpy as np
 from keras_prune.errors import DataError
 from keras_prune.resources import SHIPPED_MNIST_DIR
 
+__all__ = [
+    "AUGMENT_SHIFT",
+    "Dataset",
+    "load_dataset",
+    "load_idx_dir",
+    "load_tfds",
+    "PIXEL_SCALE",
+    "read_idx",
+    "VALIDATION_FRACTION",
+]
+
 PIXEL_SCALE = 255.0
 VALIDATION_FRACTION = 1 / 12
 AUGMENT_SHIFT = 2
@@ -136,12 +147,33 @@ class Dataset:
     def train(
         self, batch_size: int = 128, shuffle: bool = True, seed: int | None = None, augment: bool = False
     ):
-        """Training batches, reshuffled every epoch when `shuffle` is set.
+        """Training batches, one pass over the training split each time the dataset is
+        iterated, reshuffled (when `shuffle` is set) and, with `augment`, shifted anew
+        on every pass.
 
-        With `augment`, each image is shifted by up to `AUGMENT_SHIFT` pixels in each
-        direction (zero-padded), a new shift every epoch.
+        Each pass is the pass `epochs` gives for an epoch number drawn at random (from
+        `seed`: a seeded dataset repeats its sequence of passes).
+
+        Args:
+            batch_size: images per batch.
+            shuffle: a new order on every pass; False keeps the file's order.
+            seed: seeds the passes; None draws them anew every run.
+            augment: shift each image by up to `AUGMENT_SHIFT` pixels in each direction
+                (zero-padded), a new shift every pass.
+
+        Returns:
+            A tf.data dataset of (images, labels) batches.
+
+        Example:
+
+        ```python
+        model.fit(dataset.train(128, seed=0), epochs=3)
+        ```
         """
-        return _pipeline(self.x_train, self.y_train, batch_size, shuffle, seed, augment)
+        import tensorflow as tf
+
+        passes = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        return _batches(self.x_train, self.y_train, batch_size, seed or 0, passes.map(lambda n: n % 2**31), shuffle, augment)
 
     def epochs(self, batch_size: int, seed: int, first: int, last: int, augment: bool = False):
         """Training batches for epochs `first` .. `last - 1`, one after another.
@@ -153,27 +185,7 @@ class Dataset:
         """
         import tensorflow as tf
 
-        if batch_size < 1:
-            raise DataError(f"batch size must be a positive integer, got {batch_size}")
-        x, y, scale = tf.constant(self.x_train), tf.constant(self.y_train), _scale(self.x_train)
-
-        def one_epoch(epoch):
-            order = tf.random.experimental.stateless_shuffle(tf.range(len(x)), seed=tf.stack([seed, epoch]))
-            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate().map(
-                lambda number, indices: load(epoch, number, indices), num_parallel_calls=tf.data.AUTOTUNE
-            )
-
-        def load(epoch, number, indices):
-            images = tf.cast(tf.gather(x, indices), tf.float32) * scale
-            if augment:
-                offsets = tf.random.stateless_uniform(
-                    (2, tf.shape(indices)[0]), seed=tf.stack([seed * 65_537 + epoch, number]),
-                    maxval=2 * AUGMENT_SHIFT + 1, dtype=tf.int32,
-                )
-                images = _shift(images, offsets)
-            return images, tf.gather(y, indices)
-
-        return tf.data.Dataset.range(first, last).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+        return _batches(self.x_train, self.y_train, batch_size, seed, tf.data.Dataset.range(first, last), True, augment)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         """Batches in one pass over the training split."""
@@ -186,11 +198,11 @@ class Dataset:
 
     def validation(self, batch_size: int = 256):
         """Validation batches, in order."""
-        return _pipeline(self.x_val, self.y_val, batch_size)
+        return _in_order(self.x_val, self.y_val, batch_size)
 
     def test(self, batch_size: int = 256):
         """Test batches, in order. Only for reporting."""
-        return _pipeline(self.x_test, self.y_test, batch_size)
+        return _in_order(self.x_test, self.y_test, batch_size)
 
 
 def _scale(x: np.ndarray) -> np.float32:
@@ -210,24 +222,44 @@ def _shift(images, offsets):
     return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), columns, axis=2, batch_dims=1)
 
 
-def _pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed=None, augment=False):
+def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, passes, shuffle: bool, augment: bool):
+    """The one input pipeline: for each number in the tf.data dataset `passes` (of known
+    length), one pass over (`x`, `y`) in batches, images scaled to floats. The order (with `shuffle`) and
+    the shifts (with `augment`) of a pass are functions of (`seed`, its number) alone."""
     import tensorflow as tf
 
     if batch_size < 1:
         raise DataError(f"batch size must be a positive integer, got {batch_size}")
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    scale = _scale(x)
+    images, labels, scale = tf.constant(x), tf.constant(y), _scale(x)
 
-    def load(images, labels):
-        images = tf.cast(images, tf.float32) * scale
+    def one_pass(number):
+        order = tf.range(len(x))
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed, number]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate().map(
+            lambda batch, indices: load(number, batch, indices), num_parallel_calls=tf.data.AUTOTUNE
+        )
+
+    def load(number, batch, indices):
+        batch_images = tf.cast(tf.gather(images, indices), tf.float32) * scale
         if augment:
-            offsets = tf.random.uniform((2, tf.shape(images)[0]), maxval=2 * AUGMENT_SHIFT + 1, dtype=tf.int32, seed=seed)
-            images = _shift(images, offsets)
-        return images, labels
+            offsets = tf.random.stateless_uniform(
+                (2, tf.shape(indices)[0]), seed=tf.stack([seed * 65_537 + number, batch]),
+                maxval=2 * AUGMENT_SHIFT + 1, dtype=tf.int32,
+            )
+            batch_images = _shift(batch_images, offsets)
+        return batch_images, tf.gather(labels, indices)
 
-    return ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # Known cardinality: Keras' fit counts steps right only when the dataset says its length.
+    length = int(passes.cardinality()) * -(-len(x) // batch_size)
+    return passes.flat_map(one_pass).apply(tf.data.experimental.assert_cardinality(length)).prefetch(tf.data.AUTOTUNE)
+
+
+def _in_order(x: np.ndarray, y: np.ndarray, batch_size: int):
+    """One pass over (`x`, `y`) in batches, in order, unaugmented."""
+    import tensorflow as tf
+
+    return _batches(x, y, batch_size, 0, tf.data.Dataset.range(1), False, False)
 
 
 def _split_validation(name: str, x: np.ndarray, y: np.ndarray, x_test, y_test) -> Dataset:

@@ -25,9 +25,10 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+import keras
 import numpy as np
 
-from keras_prune.errors import InputError
+from keras_prune.errors import BackendError, InputError
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ def select_devices(gpus: str | None = None, cpu: bool = False, multi_worker: boo
 
     if cpu and gpus is not None:
         raise InputError("give --cpu or --gpu, not both")
+    if keras.backend.backend() != "tensorflow":
+        return _other_backend_choice(gpus, cpu, multi_worker)
     physical_gpus = tf.config.list_physical_devices("GPU")
     try:
         if cpu:
@@ -149,6 +152,41 @@ def select_devices(gpus: str | None = None, cpu: bool = False, multi_worker: boo
     if cpu or not physical_gpus:
         return DeviceChoice(strategy, "CPU")
     return DeviceChoice(strategy, "GPU:0" if gpus is None else f"GPU:{gpus.strip()}")
+
+
+def _other_backend_choice(gpus: str | None, cpu: bool, multi_worker: bool) -> DeviceChoice:
+    """Devices on a backend other than TensorFlow: its own default devices, or the CPU.
+
+    tf.distribute is TensorFlow's: several GPUs or workers are refused with a
+    `BackendError`; the strategy is TensorFlow's default one, which does nothing.
+    """
+    import tensorflow as tf
+
+    backend = keras.backend.backend()
+    if multi_worker or gpus is not None:
+        option = "--multi-worker" if multi_worker else "--gpu"
+        raise BackendError(
+            f"{option} picks devices through tf.distribute, which needs the tensorflow backend; "
+            f"KERAS_BACKEND is '{backend}' (choose its devices with CUDA_VISIBLE_DEVICES, or give --cpu)"
+        )
+    if backend == "jax":
+        import jax
+
+        if cpu:
+            jax.config.update("jax_platforms", "cpu")
+        kinds = sorted({d.platform.upper() for d in jax.devices()})
+        description = f"{', '.join(kinds)} ({backend})"
+    else:
+        description = f"{'CPU' if cpu else 'default devices'} ({backend})"
+    return DeviceChoice(tf.distribute.get_strategy(), description)
+
+
+def strategy_of(model: keras.Model):
+    """The tf.distribute strategy `model` was built under; TensorFlow's default (which
+    does nothing) on other backends, whose models have none."""
+    import tensorflow as tf
+
+    return getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
 
 
 def is_distributed(strategy) -> bool:

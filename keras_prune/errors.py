@@ -7,6 +7,16 @@ allowed; the CLI prints it without a traceback and exits with `exit_code`.
 
 from __future__ import annotations
 
+__all__ = [
+    "DataError",
+    "InputError",
+    "KerasPruneError",
+    "ModelError",
+    "NumericalError",
+    "ScheduleError",
+    "WriteError",
+]
+
 
 class KerasPruneError(Exception):
     """Base class of keras-prune's user-facing errors.
@@ -43,3 +53,10 @@ class NumericalError(KerasPruneError):
 
 class ScheduleError(KerasPruneError):
     """Training ended before a pruning schedule's last step."""
+
+
+class BackendError(KerasPruneError):
+    """A feature the active Keras backend (``KERAS_BACKEND``) does not offer, such as
+    tf.distribute or TFLite export on JAX. The message names the backend."""
+
+    exit_code = 2

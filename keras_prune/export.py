@@ -32,6 +32,7 @@ import gzip
 import numbers
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -39,10 +40,38 @@ from typing import Sequence, Union
 import keras
 import numpy as np
 
-from keras_prune.api import strip, walk_layers, wrapped_layers
-from keras_prune.errors import InputError, ModelError
+from keras_prune.api import strip, wrapped_layers
+from keras_prune.errors import BackendError, InputError, ModelError
+from keras_prune.graph import walk
 from keras_prune.sparse_encoding import encode_bitmask, encode_relative_index
 from keras_prune.storage import atomic_folder, atomic_path, load_model, make_folder, save_model
+
+__all__ = [
+    "check_name",
+    "check_quantization",
+    "check_version",
+    "describe_signature",
+    "export_keras",
+    "export_model",
+    "export_savedmodel",
+    "export_tflite",
+    "FileSize",
+    "FORMATS",
+    "INPUT_NAME",
+    "LOGITS",
+    "ModelSource",
+    "plain_model",
+    "PROBABILITIES",
+    "QUANTIZATIONS",
+    "serving_outputs",
+    "ServingOutputs",
+    "SIGMOID",
+    "SIGNATURE_KEY",
+    "size_report",
+    "SizeReport",
+    "SOFTMAX",
+    "tflite_bytes",
+]
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "images"
@@ -51,7 +80,9 @@ PROBABILITIES = "probabilities"
 SOFTMAX = "softmax"
 SIGMOID = "sigmoid"
 FORMATS = ("savedmodel", "tflite", "keras")
-QUANTIZATIONS = ("float32", "float16", "dynamic")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+KERAS_QUANTIZATIONS = ("int8",)
+CALIBRATION_IMAGES = 500
 
 ModelSource = Union[keras.Model, str, Path]
 
@@ -76,7 +107,7 @@ def plain_model(model: keras.Model) -> keras.Model:
     """
     if wrapped_layers(model):
         model = strip(model)
-    for path, layer in walk_layers(model):
+    for path, layer in walk(model):
         if type(layer).__module__.startswith("keras_prune"):
             raise ModelError(
                 f"layer '{path}' is a {type(layer).__name__}; strip() leaves none in a "
@@ -125,6 +156,104 @@ def check_quantization(quantization: str) -> str:
             f"{', '.join(QUANTIZATIONS)}"
         )
     return quantization
+
+
+def check_calibration(model: keras.Model, quantization: str, calibration: object) -> np.ndarray | None:
+    """The calibration images a TFLite quantization needs: required for "int8" only.
+
+    Args:
+        model: the model to convert (its input shape is checked).
+        quantization: one of `QUANTIZATIONS`.
+        calibration: model inputs (an array of shape ``(N, *input_shape)``, N >= 1), or None.
+
+    Returns:
+        The images as a float32 array, or None when `quantization` is not "int8".
+
+    Raises:
+        InputError: int8 without calibration images, calibration images with another
+            quantization, or images of the wrong shape.
+    """
+    if quantization != "int8":
+        if calibration is not None:
+            raise InputError(
+                f"calibration images go with TFLite quantization 'int8', not {quantization!r}"
+            )
+        return None
+    if calibration is None:
+        raise InputError(
+            "TFLite int8 quantization needs calibration images (a few hundred model inputs "
+            "from the training split) to set the activations' ranges"
+        )
+    images = np.asarray(calibration, dtype=np.float32)
+    expected = tuple(model.inputs[0].shape[1:])
+    shape_fits = images.ndim == len(expected) + 1 and all(
+        e is None or e == d for e, d in zip(expected, images.shape[1:])
+    )
+    if not shape_fits or len(images) == 0:
+        shown = "(N, " + ", ".join("?" if e is None else str(e) for e in expected) + ")"
+        raise InputError(
+            f"calibration images must be an array of shape {shown} with N >= 1 for "
+            f"'{model.name}', got shape {images.shape}"
+        )
+    return images
+
+
+def check_keras_quantization(mode: str) -> str:
+    """One of `KERAS_QUANTIZATIONS` (a mode of `keras.Model.quantize` that keeps zeros zero).
+
+    Raises:
+        InputError: any other value.
+    """
+    if mode not in KERAS_QUANTIZATIONS:
+        raise InputError(
+            f"unknown Keras quantization {mode!r}; choose one of: {', '.join(KERAS_QUANTIZATIONS)}"
+        )
+    return mode
+
+
+def quantize_keras(model: ModelSource, mode: str = "int8") -> keras.Model:
+    """A stripped copy of the model quantized by Keras itself (`keras.Model.quantize`).
+
+    Keras 3 quantizes the kernels of Dense, EinsumDense and Embedding layers (per
+    output channel, symmetric: 0.0 maps to 0, so pruned weights stay zero) and leaves
+    the other layers (convolutions included) in float32. The model passed in is not
+    changed. The result saves as .keras and exports as a SavedModel; the TFLite
+    converter cannot read Keras' int8 layers (use `tflite_bytes(..., "int8")`).
+
+    Args:
+        model: a wrapped or plain model, or the path of a .keras file.
+        mode: one of `KERAS_QUANTIZATIONS`.
+
+    Returns:
+        The quantized copy.
+
+    Raises:
+        InputError: an unknown mode.
+        ModelError: the model has no layer Keras can quantize.
+
+    Example:
+
+    ```python
+    small = quantize_keras("saved_models/lenet5_pruned.keras")
+    small.get_layer("fc1").kernel.dtype  # 'int8'; conv1 and conv2 stay float32
+    ```
+    """
+    check_keras_quantization(mode)
+    source = model
+    model = plain_model(_load(model))
+    if model is source:  # quantize() works in place: quantize a copy
+        with tempfile.TemporaryDirectory(prefix="keras_prune_quantize_") as folder:
+            model = load_model(save_model(model, Path(folder) / "model.keras"), safe_mode=False)
+    before = {id(v): v.dtype for v in model.weights}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Layer InputLayer does not have a `quantize` method"
+        model.quantize(mode)
+    if all(before.get(id(v)) == v.dtype for v in model.weights):
+        raise ModelError(
+            f"Keras {mode} quantization changes nothing in '{model.name}': it quantizes "
+            "Dense, EinsumDense and Embedding layers only"
+        )
+    return model
 
 
 @dataclass(frozen=True)
@@ -282,6 +411,28 @@ def describe_signature(model: keras.Model) -> str:
     )
 
 
+TENSORFLOW_FORMATS = ("savedmodel", "tflite")
+"""Export formats written through `tf.function` and `tf.lite`: the TensorFlow backend only."""
+
+
+def check_backend(what: str) -> None:
+    """Raises `BackendError` unless Keras runs on TensorFlow.
+
+    SavedModel and TFLite files are traced from the model by `tf.function`, which
+    runs a Keras model only on the TensorFlow backend. (Keras' own ``model.export``
+    goes through jax2tf on JAX, without keras-prune's serving signature.)
+
+    Args:
+        what: the export, for the message (``"SavedModel export"``).
+    """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise BackendError(
+            f"{what} needs the tensorflow backend; KERAS_BACKEND is '{backend}' "
+            "(export the .keras file, which loads on every backend, and convert it under KERAS_BACKEND=tensorflow)"
+        )
+
+
 def _write_savedmodel(model: keras.Model, folder: Path) -> None:
     import tensorflow as tf
 
@@ -316,6 +467,7 @@ def export_savedmodel(
         images=tf.zeros([1, 28, 28, 1]))["logits"]
     ```
     """
+    check_backend("SavedModel export")
     version = check_version(version)
     model = plain_model(_load(model))
     name = check_name(name or model.name)
@@ -328,46 +480,78 @@ def export_savedmodel(
     return destination
 
 
-def tflite_bytes(model: ModelSource, quantization: str = "float32", sparse: bool = False) -> bytes:
+def tflite_bytes(
+    model: ModelSource, quantization: str = "float32", sparse: bool = False, calibration: object = None
+) -> bytes:
     """The stripped model converted to a TFLite flatbuffer with the serving signature.
 
     Args:
         model: a wrapped or plain model, or the path of a .keras file.
         quantization: "float32" (weights as they are), "float16" (weights stored
-            as float16) or "dynamic" (dynamic-range: larger weight tensors stored as
-            int8, activations float). Zeros stay zero in all three; quantisation
-            may also round small non-zero weights to zero.
+            as float16), "dynamic" (dynamic range: larger weight tensors stored as
+            int8, activations float) or "int8" (full integer: every weight int8,
+            per output channel and symmetric, and activations int8, their ranges
+            measured on `calibration`; the signature still takes and returns
+            float32). Zeros stay zero in all four; quantization may also round small
+            non-zero weights to zero.
         sparse: store sufficiently sparse weight tensors in TFLite's sparse format
             (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``): a smaller file with the
-            same outputs; the interpreter densifies them when it loads the model.
+            same outputs. XNNPACK has sparse kernels for float convolution networks
+            of one narrow shape; otherwise the interpreter densifies the weights when
+            it loads (no speed-up in docs/export.md's measurements).
+        calibration: for "int8" only, and required there: model inputs (e.g. a few
+            hundred training images, scaled as in training), shape ``(N, *input_shape)``.
 
     Returns:
         The flatbuffer.
 
     Raises:
-        InputError: an unknown quantization.
+        InputError: an unknown quantization, or calibration images missing (int8),
+            misplaced or of the wrong shape.
         ModelError: see `export_savedmodel`; or the converter cannot convert the
             model (e.g. an LSTM's tensor lists), in one line.
-    """
-    import tensorflow as tf
 
+    Example:
+
+    ```python
+    data = keras_prune.data.load_dataset()
+    flatbuffer = tflite_bytes("saved_models/lenet5_pruned.keras", "int8", sparse=True,
+                              calibration=data.x_train[:500] / 255.0)
+    ```
+    """
+    check_backend("TFLite export")
     check_quantization(quantization)
     model = plain_model(_load(model))
+    calibration = check_calibration(model, quantization, calibration)
     with tempfile.TemporaryDirectory(prefix="keras_prune_tflite_") as folder:
         _write_savedmodel(model, Path(folder))
-        converter = tf.lite.TFLiteConverter.from_saved_model(folder, signature_keys=[SIGNATURE_KEY])
-        optimizations = []
-        if quantization != "float32":
-            optimizations.append(tf.lite.Optimize.DEFAULT)
-        if quantization == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if sparse:
-            optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-        converter.optimizations = optimizations
-        try:
+        return _convert(Path(folder), model.name, quantization, sparse, calibration)
+
+
+def _convert(
+    savedmodel: Path, name: str, quantization: str, sparse: bool, calibration: np.ndarray | None
+) -> bytes:
+    """Converts an exported SavedModel (arguments checked by `tflite_bytes`)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel), signature_keys=[SIGNATURE_KEY])
+    optimizations = []
+    if quantization != "float32":
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: ({INPUT_NAME: image[None]} for image in calibration)
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # int8 calibration: tf.lite.Interpreter's deprecation notice
             return converter.convert()
-        except Exception as exc:  # tf.lite's ConverterError and others: many lines of MLIR diagnostics.
-            raise ModelError(f"TFLite cannot convert '{model.name}': {_converter_message(exc)}") from None
+    except Exception as exc:  # tf.lite's ConverterError and others: many lines of MLIR diagnostics.
+        raise ModelError(f"TFLite cannot convert '{name}': {_converter_message(exc)}") from None
 
 
 def _converter_message(exc: Exception) -> str:
@@ -381,7 +565,11 @@ def _converter_message(exc: Exception) -> str:
 
 
 def export_tflite(
-    model: ModelSource, path: str | Path, quantization: str = "float32", sparse: bool = False
+    model: ModelSource,
+    path: str | Path,
+    quantization: str = "float32",
+    sparse: bool = False,
+    calibration: object = None,
 ) -> Path:
     """Writes the stripped model as a .tflite file, atomically.
 
@@ -390,13 +578,14 @@ def export_tflite(
         path: the destination, ending in .tflite; its folder must exist.
         quantization: see `tflite_bytes`.
         sparse: see `tflite_bytes`.
+        calibration: see `tflite_bytes` (int8 only).
 
     Returns:
         `path`.
 
     Raises:
-        InputError: `path` does not end in .tflite or cannot be written, or an
-            unknown quantization.
+        InputError: `path` does not end in .tflite or cannot be written, or see
+            `tflite_bytes`.
 
     Example:
 
@@ -409,7 +598,7 @@ def export_tflite(
     path = Path(path)
     if path.suffix != ".tflite":
         raise InputError(f"TFLite files must end in .tflite, got {path}")
-    content = tflite_bytes(model, quantization, sparse)
+    content = tflite_bytes(model, quantization, sparse, calibration)
     with atomic_path(path, suffix=".tflite") as tmp:
         tmp.write_bytes(content)
     return path
@@ -443,6 +632,8 @@ def export_model(
     version: int = 1,
     quantization: str = "float32",
     sparse_tflite: bool = False,
+    calibration: object = None,
+    keras_quantization: str | None = None,
 ) -> dict[str, Path]:
     """Strips the wrappers once and writes the model in each of `formats` under `out_dir`.
 
@@ -450,20 +641,25 @@ def export_model(
         model: a wrapped or plain model, or the path of a .keras file.
         out_dir: created if missing.
         formats: any of "savedmodel" (``out_dir/name/version/``), "tflite"
-            (``out_dir/name.tflite``, ``name_float16.tflite`` or
-            ``name_dynamic.tflite``) and "keras" (``out_dir/name.keras``).
+            (``out_dir/name.tflite``, or ``name_float16.tflite``, ``name_dynamic.tflite``,
+            ``name_int8.tflite`` when quantized) and "keras" (``out_dir/name.keras``).
         name: default: the model's name.
         version: the SavedModel version, a positive integer.
-        quantization: of the TFLite file, see `tflite_bytes`.
+        quantization: of the TFLite file, see `tflite_bytes`; anything but
+            "float32" needs "tflite" among `formats`.
         sparse_tflite: TFLite's sparse weight format, see `tflite_bytes`.
+        calibration: model inputs for the TFLite "int8" quantization, see `tflite_bytes`.
+        keras_quantization: "int8" to write the .keras file and the SavedModel
+            from `quantize_keras(model, "int8")`; not with "tflite".
 
     Returns:
         format -> the path written.
 
     Raises:
-        InputError: an unknown format or quantization, a bad name or version, a
-            missing model file or a folder that cannot be written; all checked
-            before anything is written.
+        InputError: an unknown format or quantization, a quantization without
+            the format it applies to, missing or misplaced calibration images, a bad
+            name or version, a missing model file or a folder that cannot be
+            written; all checked before anything is written.
         ModelError: see `export_savedmodel`.
 
     Example:
@@ -479,10 +675,30 @@ def export_model(
             f"unknown export format {', '.join(map(repr, unknown)) or '(none given)'}; "
             f"choose from: {', '.join(FORMATS)}"
         )
+    for fmt in TENSORFLOW_FORMATS:
+        if fmt in formats:
+            check_backend(f"{fmt} export")
     version = check_version(version)
     check_quantization(quantization)
+    if quantization != "float32" and "tflite" not in formats:
+        raise InputError(
+            f"TFLite quantization {quantization!r} needs the tflite format (Keras' own int8 "
+            "quantization of the .keras file and the SavedModel is keras_quantization='int8', "
+            "in the CLI --keras-quantize int8)"
+        )
+    if keras_quantization is not None:
+        check_keras_quantization(keras_quantization)
+        if "tflite" in formats:
+            raise InputError(
+                f"Keras {keras_quantization} quantization does not go with the tflite format "
+                "(the TFLite converter cannot read Keras' int8 layers); use TFLite quantization "
+                "'int8' for the TFLite file"
+            )
     model = plain_model(_load(model))
+    calibration = check_calibration(model, quantization, calibration)
     name = check_name(name or model.name)
+    if keras_quantization is not None:
+        model = quantize_keras(model, keras_quantization)
     out_dir = make_folder(Path(out_dir))
     written: dict[str, Path] = {}
     for fmt in dict.fromkeys(formats):
@@ -490,7 +706,8 @@ def export_model(
             written[fmt] = export_savedmodel(model, out_dir, name, version)
         elif fmt == "tflite":
             suffix = "" if quantization == "float32" else f"_{quantization}"
-            written[fmt] = export_tflite(model, out_dir / f"{name}{suffix}.tflite", quantization, sparse_tflite)
+            path = out_dir / f"{name}{suffix}.tflite"
+            written[fmt] = export_tflite(model, path, quantization, sparse_tflite, calibration)
         else:
             written[fmt] = export_keras(model, out_dir / f"{name}.keras")
     return written
@@ -509,15 +726,17 @@ class FileSize:
     gzip: int
 
     @classmethod
+    def of_bytes(cls, content: bytes) -> "FileSize":
+        """Measures the contents of one file."""
+        return cls(raw=len(content), gzip=len(gzip.compress(content, compresslevel=9, mtime=0)))
+
+    @classmethod
     def of(cls, path: str | Path) -> "FileSize":
         """Measures a file, or every file under a folder (sizes summed)."""
         path = Path(path)
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        contents = [p.read_bytes() for p in files]
-        return cls(
-            raw=sum(len(c) for c in contents),
-            gzip=sum(len(gzip.compress(c, compresslevel=9, mtime=0)) for c in contents),
-        )
+        sizes = [cls.of_bytes(p.read_bytes()) for p in files]
+        return cls(raw=sum(s.raw for s in sizes), gzip=sum(s.gzip for s in sizes))
 
 
 @dataclass(frozen=True)
@@ -527,11 +746,22 @@ class SizeReport:
     Attributes:
         parameters: all weights of the stripped model, biases included.
         nonzeros: how many of them are non-zero.
-        keras_file: the plain .keras file.
+        keras_file: the plain .keras file (a zip archive).
+        keras_int8_file: the .keras file after Keras' int8 quantization
+            (`quantize_keras`); None when the model has no layer Keras quantizes.
         savedmodel_variables: the SavedModel's ``variables/`` folder (the weights;
             ``saved_model.pb``, the graph, does not depend on them).
         tflite_file: the float32 .tflite file, weights stored dense.
         tflite_sparse_file: the float32 .tflite file with TFLite's sparse weight format.
+        tflite_float16_file: the .tflite file with float16 weights.
+        tflite_int8_file: the .tflite file with int8 weights (dynamic range: no
+            calibration data needed; a full-integer int8 file is a little larger,
+            2,088 bytes for the LeNet-5: the activations' quantization parameters).
+        tflite_int8_sparse_file: the same with TFLite's sparse weight format.
+        tflite_error: why the TFLite converter refused the model (all TFLite sizes
+            are then None), or None.
+            The SavedModel and TFLite sizes are None on a backend other than TensorFlow
+            (see `check_backend`).
         dense_bytes: all parameters as float32 arrays.
         bitmask_bytes: weights of rank >= 2 as a bitmask plus non-zero values
             (`keras_prune.sparse_encoding.encode_bitmask`), other parameters dense.
@@ -542,16 +772,31 @@ class SizeReport:
     parameters: int
     nonzeros: int
     keras_file: FileSize
-    savedmodel_variables: FileSize
-    tflite_file: FileSize
-    tflite_sparse_file: FileSize
+    keras_int8_file: FileSize | None
+    savedmodel_variables: FileSize | None
+    tflite_file: FileSize | None
+    tflite_sparse_file: FileSize | None
+    tflite_float16_file: FileSize | None
+    tflite_int8_file: FileSize | None
+    tflite_int8_sparse_file: FileSize | None
+    tflite_error: str | None
     dense_bytes: int
     bitmask_bytes: int
     relative_index_bytes: int
 
 
+#: The TFLite files `size_report` measures: field -> (quantization, sparse).
+_TFLITE_SIZES = {
+    "tflite_file": ("float32", False),
+    "tflite_sparse_file": ("float32", True),
+    "tflite_float16_file": ("float16", False),
+    "tflite_int8_file": ("dynamic", False),
+    "tflite_int8_sparse_file": ("dynamic", True),
+}
+
+
 def size_report(model: ModelSource) -> SizeReport:
-    """Exports the stripped model to a temporary folder in every format and measures it.
+    """Exports the stripped model in every format and measures it; no file is left behind.
 
     Args:
         model: a wrapped or plain model, or the path of a .keras file.
@@ -576,17 +821,30 @@ def size_report(model: ModelSource) -> SizeReport:
         relative += len(encode_relative_index(array)) if array.ndim >= 2 else array.nbytes
     with tempfile.TemporaryDirectory(prefix="keras_prune_sizes_") as tmp:
         folder = Path(tmp)
-        keras_path = export_keras(model, folder / "model.keras")
-        _write_savedmodel(model, folder / "savedmodel")
-        (folder / "dense.tflite").write_bytes(tflite_bytes(model))
-        (folder / "sparse.tflite").write_bytes(tflite_bytes(model, sparse=True))
+        keras_file = FileSize.of(export_keras(model, folder / "model.keras"))
+        try:
+            keras_int8_file = FileSize.of(export_keras(quantize_keras(model), folder / "int8.keras"))
+        except ModelError:  # no Dense, EinsumDense or Embedding layer
+            keras_int8_file = None
+        tensorflow = keras.backend.backend() == "tensorflow"
+        tflite: dict[str, FileSize | None] = dict.fromkeys(_TFLITE_SIZES)
+        tflite_error = None if tensorflow else f"TFLite needs the TensorFlow backend, not {keras.backend.backend()}"
+        if tensorflow:
+            _write_savedmodel(model, folder / "savedmodel")
+            try:
+                for field, (quantization, sparse) in _TFLITE_SIZES.items():
+                    content = _convert(folder / "savedmodel", model.name, quantization, sparse, None)
+                    tflite[field] = FileSize.of_bytes(content)
+            except ModelError as exc:
+                tflite, tflite_error = dict.fromkeys(_TFLITE_SIZES), str(exc)
         return SizeReport(
             parameters=int(sum(a.size for a in arrays)),
             nonzeros=int(sum(np.count_nonzero(a) for a in arrays)),
-            keras_file=FileSize.of(keras_path),
-            savedmodel_variables=FileSize.of(folder / "savedmodel" / "variables"),
-            tflite_file=FileSize.of(folder / "dense.tflite"),
-            tflite_sparse_file=FileSize.of(folder / "sparse.tflite"),
+            keras_file=keras_file,
+            keras_int8_file=keras_int8_file,
+            savedmodel_variables=FileSize.of(folder / "savedmodel" / "variables") if tensorflow else None,
+            **tflite,
+            tflite_error=tflite_error,
             dense_bytes=dense_bytes,
             bitmask_bytes=bitmask,
             relative_index_bytes=relative,

@@ -42,6 +42,12 @@ import keras
 
 from keras_prune.errors import ModelError
 
+__all__ = [
+    "count_flops",
+    "count_macs",
+    "FlopsReport",
+]
+
 
 @dataclass(frozen=True)
 class FlopsReport:

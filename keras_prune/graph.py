@@ -13,7 +13,9 @@ graphs hold besides layers.
   are reused as they are.
 - `analyse_units` and `coupled_units` follow the units of Dense/Conv layers along the
   graph: units joined by an element-wise merge (a residual Add, ``x + y``) form one
-  class and can only be pruned or removed together.
+  class and can only be pruned or removed together, and so do a depthwise
+  convolution's channels and the units that feed them (each channel is filtered on its
+  own, so it can only leave with its input).
 
 Private Keras API is read through `keras_prune._keras_compat` only.
 """
@@ -28,7 +30,23 @@ import numpy as np
 
 from keras_prune import _keras_compat
 from keras_prune.errors import ModelError
-from keras_prune.wrapper import PruneWrapper
+from keras_prune.wrapper import PruneWrapper, inner_layer
+
+__all__ = [
+    "analyse_units",
+    "check_graph_model",
+    "coupled_units",
+    "graph_nodes",
+    "is_unit_layer",
+    "kernel_and_bias",
+    "rebuild",
+    "TensorUnits",
+    "top_layers",
+    "UNIT_LAYERS",
+    "UnitAnalysis",
+    "UnitClasses",
+    "walk",
+]
 
 
 def top_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -82,7 +100,7 @@ def graph_nodes(model: keras.Model):
     return graph, _keras_compat.graph_nodes(graph)
 
 
-Replace = Callable[[keras.layers.Layer], keras.layers.Layer]
+Replace = Callable[[keras.layers.Layer], "keras.layers.Layer | None"]
 AfterCall = Callable[[keras.layers.Layer, keras.layers.Layer], None]
 
 
@@ -95,7 +113,8 @@ def rebuild(model: keras.Model, replace: Replace, after_call: AfterCall | None =
 
     Args:
         model: a Sequential or Functional model.
-        replace: returns the layer to use for a given layer (may be the same one).
+        replace: returns the layer to use for a given layer (may be the same one),
+            or None to drop a layer that has one input: its output is its input.
         after_call: called as ``after_call(old, new)`` once the new layer has been
             called for the first time (built), e.g. to set its weights.
 
@@ -134,14 +153,16 @@ def _rebuild(model: keras.Model, substitute: Replace, after_call: AfterCall | No
         # Each layer is called once, by the new Sequential model itself, so that
         # `layer.input` and `layer.output` stay defined.
         layers = [substitute(layer) for layer in model.layers]
+        kept = [layer for layer in layers if layer is not None]
         if graph is None:  # never given an input: nothing is built yet
-            return keras.Sequential(layers, name=model.name, trainable=model.trainable)
+            return keras.Sequential(kept, name=model.name, trainable=model.trainable)
         (first,) = keras.tree.flatten(graph.input)
         start = keras.Input(batch_shape=first.shape, dtype=first.dtype, name=_keras_compat.producer(first).name)
-        new_model = keras.Sequential([start, *layers], name=model.name, trainable=model.trainable)
+        new_model = keras.Sequential([start, *kept], name=model.name, trainable=model.trainable)
         if after_call is not None:
             for old, new in zip(model.layers, layers):
-                after_call(old, new)
+                if new is not None:
+                    after_call(old, new)
         return new_model
     tensors: dict[int, object] = {}
 
@@ -156,8 +177,8 @@ def _rebuild(model: keras.Model, substitute: Replace, after_call: AfterCall | No
         old = node.operation
         new = substitute(old)
         args, kwargs = node.arguments.fill_in(tensors)
-        outputs = new(*args, **kwargs)
-        if after_call is not None and id(old) not in called and isinstance(old, keras.layers.Layer):
+        outputs = args[0] if new is None else new(*args, **kwargs)
+        if after_call is not None and new is not None and id(old) not in called and isinstance(old, keras.layers.Layer):
             after_call(old, new)
         called.add(id(old))
         for t, y in zip(node.outputs, keras.tree.flatten(outputs)):
@@ -168,6 +189,11 @@ def _rebuild(model: keras.Model, substitute: Replace, after_call: AfterCall | No
 
 UNIT_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 """The layer types whose output units can be pruned and removed."""
+
+CHANNEL_LAYERS = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+"""The layer types whose channels are coupled one to one to their input's channels
+(a depthwise convolution filters each channel on its own): pruning a channel masks
+its kernel slice, and shrink removes it with the input unit that feeds it."""
 
 _ELEMENTWISE_ACTIVATIONS = frozenset(
     {
@@ -209,6 +235,7 @@ _SPATIAL = (
     keras.layers.Cropping2D,
     keras.layers.Cropping3D,
 )
+_ZERO_PADDING = (keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D)
 _MERGES = (
     keras.layers.Add,
     keras.layers.Subtract,
@@ -266,10 +293,15 @@ class UnitClasses:
 
 @dataclass
 class TensorUnits:
-    """The unit classes along a tensor's last axis and, for dead classes, their constant value."""
+    """The unit classes along a tensor's last axis and, for dead classes, their constant value.
+
+    ``bordered``: the tensor was zero-padded since its dead units' constants were made,
+    so a dead unit holds its constant inside and 0 on the border, not a constant.
+    """
 
     nodes: np.ndarray
     const: np.ndarray
+    bordered: bool = False
 
 
 @dataclass
@@ -296,12 +328,33 @@ def is_unit_layer(layer: keras.layers.Layer) -> bool:
     Returns:
         True for a unit layer.
     """
-    inner = layer.layer if isinstance(layer, PruneWrapper) else layer
+    inner = inner_layer(layer)
     if type(inner) not in UNIT_LAYERS or getattr(inner, "lora_enabled", False):
         return False
     if isinstance(inner, keras.layers.Dense):
         return True
     return inner.data_format == "channels_last" and inner.groups == 1
+
+
+def is_channel_layer(layer: keras.layers.Layer) -> bool:
+    """Whether `layer` (or the layer a `PruneWrapper` holds) is a depthwise convolution
+    whose channels shrink can remove together with the units that feed them.
+
+    DepthwiseConv1D/2D with channels-last data and ``depth_multiplier=1`` qualify;
+    subclasses do not.
+
+    Args:
+        layer: any layer.
+
+    Returns:
+        True for a channel layer.
+    """
+    inner = layer.layer if isinstance(layer, PruneWrapper) else layer
+    return (
+        type(inner) in CHANNEL_LAYERS
+        and inner.data_format == "channels_last"
+        and int(inner.depth_multiplier) == 1
+    )
 
 
 def _activation_name(fn) -> str:
@@ -324,23 +377,18 @@ def _is_last_axis(axis, rank: int) -> bool:
     return isinstance(axis, int) and axis in (-1, rank - 1)
 
 
-def inner_layer(layer):
-    """The layer a `PruneWrapper` holds, or `layer` itself."""
-    return layer.layer if isinstance(layer, PruneWrapper) else layer
-
-
 def kernel_and_bias(layer) -> tuple[np.ndarray, np.ndarray]:
     """The kernel the layer computes with (masked, for a wrapper) and its bias (or zeros)."""
     if isinstance(layer, PruneWrapper):
-        baked = {id(v): w for v, w in zip(layer.pruned_variables, layer.effective_weights())}
+        baked = dict(zip((id(v) for v in layer.layer.weights), layer.baked_weights()))
         kernel = baked[id(layer.layer.kernel)].astype(np.float64)
         layer = layer.layer
     else:
         kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
     if layer.use_bias:
         bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
-    else:
-        bias = np.zeros(kernel.shape[-1])
+    else:  # a depthwise kernel's outputs are its last two axes: channels x multiplier
+        bias = np.zeros(kernel.shape[-1] * (kernel.shape[-2] if isinstance(layer, CHANNEL_LAYERS) else 1))
     return kernel, bias
 
 
@@ -383,12 +431,26 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
         kind = type(op).__name__
         single = len(tensors) == 1 and len(node.outputs) == 1
         barrier = f"'{op.name}' ({kind}) uses them and shrink cannot see through it"
+        bordered = any(u is not None and u.bordered for u in ins)
         if calls[id(op)] > 1:
             barrier = f"'{op.name}' uses them and is called more than once"
-        elif single and is_unit_layer(op):
+        elif bordered and not (
+            is_unit_layer(op) or is_channel_layer(op) or type(op) in _INFERENCE_IDENTITY + _ZERO_PADDING
+        ):
+            barrier = f"'{op.name}' ({kind}) gets them zero-padded and shrink cannot follow that"
+        elif single and (is_unit_layer(op) or is_channel_layer(op)):
             kernel, bias = kernel_and_bias(op)
+            if is_channel_layer(op):  # kernel (..., channels, 1): one slice per channel
+                kernel = kernel[..., 0]
             dead = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
             nodes_out = np.concatenate([classes.new(not d) for d in dead])
+            if is_channel_layer(op):
+                if ins[0] is None:
+                    for i in nodes_out:
+                        classes.pin(i, f"'{op.name}' filters channels that shrink cannot remove")
+                else:
+                    for i, j in zip(ins[0].nodes, nodes_out):
+                        classes.union(i, j)
             activation = _activation_name(inner_layer(op).activation)
             if activation in _ELEMENTWISE_ACTIVATIONS:
                 const = np.where(dead, _apply(inner_layer(op).activation, bias), np.nan)
@@ -420,6 +482,11 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
             barrier = None
         elif single and (type(op) in _INFERENCE_IDENTITY or (type(op) in _SPATIAL and _channels_last(op))):
             out, barrier = ins[0], None
+        elif single and type(op) in _ZERO_PADDING and _channels_last(op):
+            if ins[0] is not None:  # dead units with a non-zero constant now hold 0 on the border
+                varies = ins[0].bordered or bool(np.any(np.nan_to_num(ins[0].const, nan=0.0) != 0))
+                out = TensorUnits(ins[0].nodes, ins[0].const, bordered=varies)
+            barrier = None
         elif single and type(op) is keras.layers.Flatten and _channels_last(op):
             shape = tensors[0].shape[1:]
             if ins[0] is None:
@@ -466,16 +533,17 @@ def coupled_units(model: keras.Model) -> dict[keras.layers.Layer, np.ndarray]:
     """Which output units of the model's unit layers are tied together by the graph.
 
     Units joined by an element-wise merge (Add, Subtract, Multiply, Average, Maximum,
-    Minimum), directly or through activations, pooling, BatchNormalization,
-    Concatenate and the like, must be removed together: they share a class id.
+    Minimum), directly or through activations, pooling, zero padding,
+    BatchNormalization, Concatenate and the like, must be removed together: they share
+    a class id. So must a depthwise convolution's channels and the units feeding them.
 
     Args:
         model: a Sequential or Functional model, wrapped or plain.
 
     Returns:
-        For each unit layer of the model's own graph (see `is_unit_layer`; nested
-        models and layers called more than once are not included), one class id per
-        output unit. Two units are coupled exactly when their ids are equal.
+        For each unit layer and depthwise convolution of the model's own graph (see
+        `is_unit_layer` and `is_channel_layer`; nested models and layers called more
+        than once are not included), one class id per output unit or channel. Two units are coupled exactly when their ids are equal.
 
     Example:
 

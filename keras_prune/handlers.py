@@ -6,7 +6,8 @@ Each layer family has a *handler* in a registry. A handler says
   kernels, recurrent kernels, depthwise and pointwise kernels, embedding tables,
   EinsumDense kernels; never a bias, a normalisation parameter or PReLU's alpha;
 - what a *unit* is for structured pruning (`LayerHandler.units`): which variables hold
-  it and along which axis (a Dense neuron, a convolution filter, an attention head).
+  it and along which axis (a Dense neuron, a convolution filter, a depthwise
+  convolution's channel, an attention head).
 
 A layer type is looked up along its class's method resolution order, so a subclass of
 Dense uses the Dense handler unless it has one of its own. A layer with no handler is
@@ -28,6 +29,17 @@ import keras
 
 from keras_prune import _keras_compat
 from keras_prune.errors import InputError
+
+__all__ = [
+    "handler_for",
+    "KernelHandler",
+    "layer_units",
+    "LayerHandler",
+    "MultiHeadAttentionHandler",
+    "prunable_variables",
+    "register_handler",
+    "Units",
+]
 
 
 @dataclass(frozen=True)
@@ -233,10 +245,18 @@ def prunable_variables(layer: keras.layers.Layer) -> list[keras.Variable]:
 
 
 def layer_units(layer: keras.layers.Layer, kind: str) -> Units | None:
-    """The layer's units of `kind` (``neuron``/``filter`` or ``head``) from its handler, or None."""
+    """The layer's units of `kind` (``neuron``/``filter`` or ``head``) from its handler, or None.
+
+    A layer without a handler that holds exactly one layer with attention heads (a
+    keras-hub TransformerEncoder or TransformerDecoder block, your own block) has that
+    layer's heads as its ``head`` units.
+    """
     handler = handler_for(layer)
     if handler is None:
-        return None
+        if kind != "head":
+            return None
+        found = [u for sub in _keras_compat.sublayers(layer) if (u := layer_units(sub, "head")) is not None]
+        return found[0] if len(found) == 1 else None
     return handler.units(layer, "neuron" if kind == "filter" else kind)
 
 
@@ -251,8 +271,9 @@ _register_builtin(
     [
         ((_L.Dense,), lambda: KernelHandler("kernel")),
         ((_L.Conv1D, _L.Conv2D, _L.Conv3D), lambda: KernelHandler("kernel")),
-        ((_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose, _L.DepthwiseConv1D, _L.DepthwiseConv2D),
-         lambda: KernelHandler("kernel", unit_kind=None)),
+        ((_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose), lambda: KernelHandler("kernel", unit_kind=None)),
+        # a depthwise kernel is (..., channels, multiplier): a unit is an input channel
+        ((_L.DepthwiseConv1D, _L.DepthwiseConv2D), lambda: KernelHandler("kernel", unit_axis=-2)),
         ((_L.SeparableConv1D, _L.SeparableConv2D),
          lambda: KernelHandler("depthwise_kernel", "pointwise_kernel", unit_kind=None)),
         ((_L.Embedding,), lambda: KernelHandler("embeddings", unit_axis=0)),  # a unit is a row

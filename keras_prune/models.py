@@ -14,6 +14,17 @@ from keras import layers
 
 from keras_prune.errors import InputError
 
+__all__ = [
+    "build_model",
+    "INPUT_SHAPE",
+    "lenet5",
+    "lenet5_caffe",
+    "lenet_300_100",
+    "MODELS",
+    "NUM_CLASSES",
+    "vit_mnist",
+]
+
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 

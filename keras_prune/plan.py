@@ -19,6 +19,13 @@ from keras_prune.errors import InputError
 from keras_prune.selection import check_fraction
 from keras_prune.storage import read_text
 
+__all__ = [
+    "make_plan",
+    "parse_selectors",
+    "Plan",
+    "read_conf",
+]
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -92,7 +99,7 @@ def parse_selectors(text: str) -> tuple[int | str, ...]:
     return selectors
 
 
-def parse_fractions(text: str) -> tuple[float, ...]:
+def _parse_fractions(text: str) -> tuple[float, ...]:
     """Parses "0.5,0.7" into (0.5, 0.7), each checked to lie in [0, 1]."""
     items = [item.strip() for item in str(text).split(",")]
     if any(not item for item in items):
@@ -107,7 +114,7 @@ def make_plan(layers: str, fractions: str) -> Plan:
         InputError: malformed values, or counts that differ.
     """
     selectors = parse_selectors(layers)
-    values = parse_fractions(fractions)
+    values = _parse_fractions(fractions)
     if len(values) == 1:
         values = values * len(selectors)
     if len(values) != len(selectors):

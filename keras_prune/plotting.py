@@ -15,6 +15,14 @@ from pathlib import Path
 from keras_prune.errors import InputError
 from keras_prune.storage import atomic_path, read_text
 
+__all__ = [
+    "LogCurve",
+    "METRICS",
+    "plot_curves",
+    "plot_log",
+    "read_log",
+]
+
 METRICS = ("error", "accuracy")
 """What the y-axis can show: error or accuracy, in percent."""
 

@@ -12,8 +12,15 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from keras_prune.api import walk_layers, layer_index
+from keras_prune.api import layer_index
+from keras_prune.graph import walk
 from keras_prune.wrapper import PruneWrapper, prunable_variables
+
+__all__ = [
+    "LayerSparsity",
+    "sparsity_report",
+    "SparsityReport",
+]
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,7 @@ def _layer_weights(layer: keras.layers.Layer) -> tuple[str, list[np.ndarray]]:
 def sparsity_report(model: keras.Model) -> SparsityReport:
     """The sparsity of every prunable layer of `model`, nested models included."""
     rows = []
-    for path, layer in walk_layers(model):
+    for path, layer in walk(model):
         if isinstance(layer, keras.Model):
             continue
         kind, weights = _layer_weights(layer)

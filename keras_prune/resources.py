@@ -12,6 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = [
+    "DEFAULT_CONF",
+    "PACKAGE_DIR",
+    "PRETRAINED_MODEL",
+    "PROJECT_ROOT",
+    "PRUNED_MODEL",
+    "SHIPPED_MNIST_DIR",
+    "SHIPPED_MODELS_DIR",
+]
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
 """The repository root in a checkout (site-packages in an installed wheel)."""

@@ -10,7 +10,8 @@
   ``Step,Layer,Fraction,ValLoss,ValAccuracy,Seconds,Outcome`` (``kept`` or
   ``reverted``). A layer that the accuracy guard stops gets the original's
   ``LayerNo,stop`` row.
-- ``JOB.jsonl``: the same events with everything, one JSON object a line.
+- ``JOB.jsonl``: the same events with everything, one JSON object a line
+  (`keras_prune.results.StepResult.to_record`, plus the ``time`` it was written).
 - ``JOB.options.json``: the run's options, written when the log is opened.
 
 Every write replaces the whole file atomically (`keras_prune.storage`), so a file on
@@ -32,8 +33,8 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
-from keras_prune.callbacks import StepResult
 from keras_prune.errors import InputError
+from keras_prune.results import StepResult
 from keras_prune.storage import atomic_write_text, make_folder
 
 CSV_COLUMNS = ("Step", "Layer", "Fraction", "ValLoss", "ValAccuracy", "Seconds", "Outcome")
@@ -118,7 +119,7 @@ class RunLog:
         )
         if result.reverted:
             self._rows.append([layer_label(result), "stop"] + [""] * (len(self.header) - 2))
-        self._lines.append(json.dumps(result_record(result)))
+        self._lines.append(json.dumps({**result.to_record(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
         self._flush()
 
     def _flush(self) -> None:
@@ -128,38 +129,6 @@ class RunLog:
         writer.writerows(self._rows)
         atomic_write_text(self.csv_path, buffer.getvalue())
         atomic_write_text(self.jsonl_path, "".join(line + "\n" for line in self._lines))
-
-
-def _evaluation(evaluation) -> dict | None:
-    if evaluation is None:
-        return None
-    return {"loss": evaluation.loss, "error": evaluation.error, "accuracy": 100.0 - evaluation.error}
-
-
-def result_record(result: StepResult) -> dict[str, Any]:
-    """A `StepResult` as a JSON-ready dict (errors and accuracies in percent).
-
-    Args:
-        result: the result.
-
-    Returns:
-        Every field, evaluations as ``{"loss", "error", "accuracy"}``.
-    """
-    return {
-        "step": result.step,
-        "index": result.index,
-        "layer": result.layer,
-        "fraction": result.fraction,
-        "retained": result.retained,
-        "validation": _evaluation(result.validation),
-        "test": _evaluation(result.test),
-        "cost": result.cost,
-        "outcome": "reverted" if result.reverted else "kept",
-        "diverged": result.diverged,
-        "seconds": result.seconds,
-        "mask_digest": result.mask_digest,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
 
 
 class TensorBoardLog(keras.callbacks.Callback):

@@ -22,6 +22,14 @@ import abc
 from keras_prune.errors import InputError
 from keras_prune.selection import check_fraction
 
+__all__ = [
+    "Cubic",
+    "Linear",
+    "OneShot",
+    "Schedule",
+    "SCHEDULES",
+]
+
 
 def _check_steps(steps: int) -> int:
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:

@@ -25,6 +25,20 @@ import numpy as np
 
 from keras_prune.errors import InputError
 
+__all__ = [
+    "check_fraction",
+    "NORMALIZATIONS",
+    "normalize_scores",
+    "parse_pattern",
+    "Pattern",
+    "PATTERN_HELP",
+    "pruned_target",
+    "SCOPES",
+    "select_global",
+    "select_layer",
+    "select_matrix",
+]
+
 NORMALIZATIONS = ("none", "mean", "l2")
 """Per-layer score normalisations for global selection (see `normalize_scores`)."""
 

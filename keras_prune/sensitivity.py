@@ -16,12 +16,13 @@ from typing import Any, Callable, Sequence
 import keras
 
 from keras_prune.api import Selector, find_layers, has_prunable_weights, layer_index, top_layers
-from keras_prune.callbacks import StepResult
 from keras_prune.data import Dataset
 from keras_prune.errors import InputError
-from keras_prune.experiment import RunSettings, run_pruning
+from keras_prune.experiment import run_pruning
 from keras_prune.plan import Plan
+from keras_prune.results import StepResult
 from keras_prune.selection import check_fraction
+from keras_prune.settings import RunSettings
 from keras_prune.training import Evaluation, check_input_shape, evaluate
 
 

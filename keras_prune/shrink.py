@@ -33,17 +33,26 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from keras_prune import folding
 from keras_prune.flops import count_macs
 from keras_prune.graph import (
+    TensorUnits,
     UnitAnalysis,
     analyse_units,
     graph_nodes,
-    inner_layer,
+    is_channel_layer,
     kernel_and_bias,
     rebuild,
 )
 from keras_prune.handlers import layer_units
-from keras_prune.wrapper import strip_layer
+from keras_prune.wrapper import inner_layer, strip_layer
+
+__all__ = [
+    "LayerShrink",
+    "shrink",
+    "shrink_with_report",
+    "ShrinkReport",
+]
 
 
 @dataclass(frozen=True)
@@ -92,10 +101,16 @@ class ShrinkReport:
         return "\n".join(lines)
 
 
-def _foldable(layer) -> bool:
-    """Whether constant inputs fold exactly into the layer's bias."""
+def _foldable(layer, ins: TensorUnits) -> bool:
+    """Whether the constant inputs of a unit layer fold exactly into its bias: a Dense
+    layer, or a convolution that sees every input position through every tap (``valid``
+    padding, or a 1x1 kernel), unless the constants were zero-padded on their way."""
     layer = inner_layer(layer)
-    return isinstance(layer, keras.layers.Dense) or layer.padding == "valid"
+    if ins.bordered:
+        return False
+    if isinstance(layer, keras.layers.Dense):
+        return True
+    return layer.padding == "valid" or all(k == 1 for k in layer.kernel_size)
 
 
 def _settle(state: UnitAnalysis) -> None:
@@ -110,7 +125,7 @@ def _settle(state: UnitAnalysis) -> None:
                 classes.pin(out.nodes[0], "a layer keeps at least one unit")
                 changed = True
             ins = state.inputs.get(id(layer))
-            if out is None or ins is None or _foldable(layer):
+            if out is None or ins is None or is_channel_layer(layer) or _foldable(layer, ins):
                 continue
             removed = classes.removed(ins.nodes)
             if not (removed & (ins.const != 0)).any():
@@ -139,7 +154,7 @@ def _shrunk_weights(layer, state: UnitAnalysis) -> tuple[np.ndarray, np.ndarray 
         if folded.any():
             c = ins.const[folded]
             contribution = np.tensordot(kernel[..., folded, :], c, axes=([-2], [0]))
-            if _foldable(layer):
+            if _foldable(layer, ins):
                 bias = bias + contribution.reshape(-1, kernel.shape[-1]).sum(axis=0)
             else:
                 dead = np.array([classes.dead(i) for i in ins.nodes])
@@ -168,7 +183,7 @@ def _notes(layer, state: UnitAnalysis) -> tuple[str, ...]:
         if classes.dead(i):
             reason = classes.reason(i)
         else:
-            reason = "an element-wise merge joins them to units that are not pruned"
+            reason = "units coupled to them (by a merge or a depthwise convolution) are not pruned"
         counts[reason] = counts.get(reason, 0) + 1
     return tuple(f"kept {n} pruned unit(s): {reason}" for reason, n in counts.items())
 
@@ -199,6 +214,16 @@ def _replacement(layer, state: UnitAnalysis):
     """The layer to use in the shrunk model, the weights to give it (by variable name)
     once built, and its report row (None for layers shrink does not change)."""
     classes = state.classes
+    if id(layer) in state.outputs and is_channel_layer(layer):
+        # A removed channel leaves with its input unit (they are one class): nothing to fold.
+        kernel, bias = kernel_and_bias(layer)
+        keep = np.flatnonzero(~classes.removed(state.outputs[id(layer)].nodes))
+        weights = {"kernel": kernel[..., keep, :], "bias": bias[keep] if layer.use_bias else None}
+        channels = int(kernel.shape[-2])
+        row = LayerShrink(
+            layer.name, type(layer).__name__, (channels, len(keep)), (channels, len(keep)), _notes(layer, state)
+        )
+        return type(layer).from_config(layer.get_config()), weights, row
     if id(layer) in state.outputs:
         kernel, bias, keep_in, keep_out = _shrunk_weights(layer, state)
         config = layer.get_config()
@@ -226,11 +251,13 @@ def _replacement(layer, state: UnitAnalysis):
     return layer, None, None
 
 
-def shrink_with_report(model: keras.Model) -> tuple[keras.Model, ShrinkReport]:
+def shrink_with_report(model: keras.Model, fold_batchnorm: bool = False) -> tuple[keras.Model, ShrinkReport]:
     """`shrink`, also returning what it did.
 
     Args:
         model: a Sequential or Functional model, wrapped (masked) or plain.
+        fold_batchnorm: also fold BatchNormalization layers into the Dense and
+            convolution layers they follow, for serving (`keras_prune.fold_batchnorm`).
 
     Returns:
         The shrunk model and its `ShrinkReport`.
@@ -267,6 +294,8 @@ def shrink_with_report(model: keras.Model) -> tuple[keras.Model, ShrinkReport]:
             new.set_weights([np.asarray(weights[id(old)][v.name], dtype=v.dtype) for v in new.weights])
 
     small = rebuild(plain, replace, set_weights)
+    if fold_batchnorm:
+        small = folding.fold_batchnorm(small)
     report = ShrinkReport(
         tuple(rows),
         (plain.count_params(), small.count_params()),
@@ -275,7 +304,7 @@ def shrink_with_report(model: keras.Model) -> tuple[keras.Model, ShrinkReport]:
     return small, report
 
 
-def shrink(model: keras.Model) -> keras.Model:
+def shrink(model: keras.Model, fold_batchnorm: bool = False) -> keras.Model:
     """A smaller plain Keras model without the model's dead units, computing the same outputs.
 
     Dead units (whole kernel slices zero, as `prune(..., granularity="filter")` or
@@ -288,6 +317,9 @@ def shrink(model: keras.Model) -> keras.Model:
 
     Args:
         model: a Sequential or Functional model, wrapped (masked) or plain.
+        fold_batchnorm: also fold BatchNormalization layers into the Dense and
+            convolution layers they follow, for serving (`keras_prune.fold_batchnorm`);
+            the folded normalisation layers are gone from the result.
 
     Returns:
         A new model of the same kind (Sequential stays Sequential), with the same
@@ -304,4 +336,4 @@ def shrink(model: keras.Model) -> keras.Model:
     small = keras_prune.shrink(model)  # conv2 has 24 filters, fc1 30 units
     ```
     """
-    return shrink_with_report(model)[0]
+    return shrink_with_report(model, fold_batchnorm)[0]

@@ -19,6 +19,15 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = [
+    "best_index_bits",
+    "decode_bitmask",
+    "decode_relative_index",
+    "encode_bitmask",
+    "encode_relative_index",
+    "relative_index_size",
+]
+
 _VALUE = np.dtype("<f4")
 _HEADER = 5  # relative index: 1 byte index width + 4 bytes entry count
 

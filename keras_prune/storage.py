@@ -21,6 +21,16 @@ import numpy as np
 
 from keras_prune.errors import InputError, ModelError, NumericalError, WriteError
 
+__all__ = [
+    "atomic_folder",
+    "atomic_path",
+    "atomic_write_text",
+    "load_model",
+    "make_folder",
+    "read_text",
+    "save_model",
+]
+
 
 def _temporary_name(path: Path, suffix: str) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}")
@@ -163,7 +173,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def check_finite(model: keras.Model) -> None:
+def _check_finite(model: keras.Model) -> None:
     """Raises NumericalError if any floating-point weight of `model` is NaN or Inf."""
     for variable in model.weights:
         if "float" in str(variable.dtype) and not np.isfinite(keras.ops.convert_to_numpy(variable)).all():
@@ -181,22 +191,36 @@ def save_model(model: keras.Model, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".keras":
         raise InputError(f"model files must end in .keras, got {path}")
-    check_finite(model)
+    _check_finite(model)
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
     return path
 
 
-def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
+def load_model(path: str | Path, safe_mode: bool = True, compile: bool = False) -> keras.Model:
     """Loads a .keras model (wrapped or plain) with a one-line error on failure.
+
+    The one place keras-prune loads a model file: the CLI's ``-m``, the API and a
+    run's checkpoints (`keras_prune.checkpoint`) all come here.
 
     Args:
         path: the .keras file.
         safe_mode: refuse files that would run arbitrary code (Lambda layers).
+        compile: also restore the compiled loss, metrics and optimizer state the file
+            holds (to continue training, as a resumed run does).
+
+    Returns:
+        The model.
 
     Raises:
         InputError: the file is missing.
         ModelError: it is not a Keras model file, or cannot be loaded.
+
+    Example:
+
+    ```python
+    model = load_model("saved_models/lenet5.keras")
+    ```
     """
     import keras_prune.wrapper  # noqa: F401  (registers PruneWrapper for deserialisation)
 
@@ -206,7 +230,7 @@ def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
     if not zipfile.is_zipfile(path):
         raise ModelError(f"{path} is not a Keras model file (.keras, a zip archive)")
     try:
-        model = keras.models.load_model(path, safe_mode=safe_mode, compile=False)
+        model = keras.models.load_model(path, safe_mode=safe_mode, compile=compile)
     except Exception as exc:  # Keras raises many types; all mean "cannot load this file".
         message = " ".join(str(exc).split())
         if "safe_mode" in message or "Lambda" in message:

@@ -7,6 +7,8 @@ at ``neuron`` or ``filter`` granularity it picks whole units: the unit's per-wei
 scores from any criterion are reduced to one score per unit, and a pruned unit gets
 its whole kernel slice masked. ``neuron`` and ``filter`` are the same granularity,
 named for the layers it applies to; either may be given for any Dense or Conv layer.
+A depthwise convolution's unit is a channel: its kernel slice, coupled to the unit
+that feeds the channel (`keras_prune.graph.is_channel_layer`).
 At ``head`` granularity a unit is one head of a MultiHeadAttention layer: its slices of
 the query, key, value and output kernels (`keras_prune.handlers.MultiHeadAttentionHandler`).
 An Embedding's unit is a row (one token's vector); pruned rows are masked, and `shrink`
@@ -42,9 +44,23 @@ import numpy as np
 from keras_prune.criteria import Criterion
 from keras_prune.errors import InputError
 from keras_prune.selection import pruned_target
-from keras_prune.graph import coupled_units, is_unit_layer
+from keras_prune.graph import coupled_units, is_channel_layer, is_unit_layer
 from keras_prune.handlers import Units, layer_units
-from keras_prune.wrapper import PruneWrapper
+from keras_prune.wrapper import PruneWrapper, inner_layer
+
+__all__ = [
+    "check_granularity",
+    "check_unit_layer",
+    "check_unit_norm",
+    "GRANULARITIES",
+    "is_structured",
+    "prune_units",
+    "pruned_units",
+    "select_coupled_units",
+    "select_units",
+    "UNIT_NORMS",
+    "unit_scores",
+]
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -85,22 +101,71 @@ def check_unit_norm(norm: str) -> str:
     return norm
 
 
+def check_round_to(round_to: int) -> int:
+    """Returns `round_to` if it is a whole number >= 1.
+
+    Raises:
+        InputError: any other value.
+    """
+    if isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer)) or round_to < 1:
+        raise InputError(f"round_to must be a whole number >= 1 (1: no rounding), got {round_to!r}")
+    return int(round_to)
+
+
+def units_to_prune(units: int, fraction: float, already: int = 0, round_to: int = 1) -> int:
+    """How many of a layer's units selection prunes.
+
+    ``floor(units * fraction)``, or `already` if more are pruned already. With
+    ``round_to`` k > 1 the count kept is a multiple of k: the multiple nearest to what
+    the fraction keeps (ties: the larger), at least k and at most the units not yet
+    pruned; a layer the fraction leaves whole stays whole, and one with fewer than k
+    units left loses no more.
+
+    Args:
+        units: the layer's number of units.
+        fraction: the cumulative fraction of them to prune.
+        already: units pruned already (they stay pruned).
+        round_to: keep a multiple of this many units (1: no rounding).
+
+    Returns:
+        The number of units pruned afterwards.
+
+    Example:
+
+    ```python
+    units_to_prune(120, 0.5)               # 60
+    units_to_prune(120, 0.5, round_to=16)  # 56: 64 kept
+    ```
+    """
+    pruned = max(pruned_target(units, fraction), already)
+    kept, most = units - pruned, units - already
+    if check_round_to(round_to) == 1 or kept == units or most < round_to:
+        return pruned
+    nearest = int(np.floor(kept / round_to + 0.5)) * round_to
+    return units - min(max(round_to, nearest), most // round_to * round_to)
+
+
 def check_unit_layer(layer: keras.layers.Layer, granularity: str = "neuron") -> None:
     """Raises InputError unless `layer` is a wrapper whose units of `granularity` can be pruned."""
-    inner = layer.layer if isinstance(layer, PruneWrapper) else layer
+    inner = inner_layer(layer)
     if granularity == "head":
         if not (isinstance(layer, PruneWrapper) and layer_units(inner, "head") is not None):
             raise InputError(
                 f"layer '{layer.name}' ({type(inner).__name__}) has no attention heads; head "
-                "granularity applies to wrapped MultiHeadAttention layers. Use granularity "
-                "'neuron' or 'weight' for it."
+                "granularity applies to wrapped MultiHeadAttention layers and to wrapped "
+                "blocks holding exactly one (keras-hub's TransformerEncoder/Decoder). Use "
+                "granularity 'neuron' or 'weight' for it."
             )
         return
-    if not (isinstance(layer, PruneWrapper) and (is_unit_layer(layer) or isinstance(inner, keras.layers.Embedding))):
+    if not (
+        isinstance(layer, PruneWrapper)
+        and (is_unit_layer(layer) or is_channel_layer(layer) or isinstance(inner, keras.layers.Embedding))
+    ):
         raise InputError(
             f"layer '{layer.name}' ({type(inner).__name__}) cannot be pruned by units; "
             "neuron/filter granularity applies to wrapped Dense and Conv1D/2D/3D layers "
-            "(channels_last, groups=1) and Embedding rows. Use granularity 'weight' for it."
+            "(channels_last, groups=1), DepthwiseConv1D/2D layers (channels_last, "
+            "depth_multiplier=1) and Embedding rows. Use granularity 'weight' for it."
         )
 
 
@@ -157,6 +222,7 @@ def select_coupled_units(
     classes: Mapping[Key, np.ndarray],
     fractions: Mapping[Key, float],
     norm: str = "l1",
+    round_to: int = 1,
 ) -> dict[Key, list[np.ndarray]]:
     """New masks for unit layers whose units may be coupled across layers.
 
@@ -165,9 +231,9 @@ def select_coupled_units(
     scores, each layer's unit scores first divided by their mean so that layers of
     different sizes weigh alike. Each layer of `fractions`, in order, gets its
     ``floor(U * fraction)`` lowest-scoring units pruned (already pruned units count
-    and stay pruned), and every unit coupled to a pruned unit is pruned with it, in
-    whichever layer it lies. A layer therefore ends with at least the largest
-    fraction given to any layer coupled to it.
+    and stay pruned; with `round_to`, see `units_to_prune`), and every unit coupled
+    to a pruned unit is pruned with it, in whichever layer it lies. A layer therefore
+    ends with at least the largest fraction given to any layer coupled to it.
 
     Args:
         scores: per layer, per-weight scores (higher = keep), last axis = units.
@@ -175,6 +241,8 @@ def select_coupled_units(
         classes: per layer, one class id per unit.
         fractions: the layers to prune (a subset of the keys) and their fractions.
         norm: how a unit's weight scores are reduced (see `unit_scores`).
+        round_to: each layer of `fractions` keeps a multiple of this many units
+            (see `units_to_prune`; 1: no rounding).
 
     Returns:
         New float32 masks for every layer of `masks`.
@@ -203,7 +271,7 @@ def select_coupled_units(
         ranked = np.array([class_score[int(c)] for c in ids])
         already = pruned_units(current[key])
         ranked[already] = -np.inf
-        k = max(pruned_target(ids.size, fraction), int(already.sum()))
+        k = units_to_prune(ids.size, fraction, int(already.sum()), round_to)
         pruned.update(int(c) for c in ids[np.argsort(ranked, kind="stable")[:k]])
         for other, ids_other in classes.items():
             if other in current:
@@ -217,6 +285,7 @@ def select_units(
     masks: Sequence[np.ndarray],
     fraction: float,
     norm: str = "l1",
+    round_to: int = 1,
 ) -> list[np.ndarray]:
     """New masks for one unit layer: its ``floor(U * fraction)`` lowest-scoring units pruned.
 
@@ -225,6 +294,7 @@ def select_units(
         masks: the current masks (last axis = units; 0 = already pruned).
         fraction: cumulative fraction of the layer's U units to prune, in [0, 1].
         norm: how a unit's weight scores are reduced (see `unit_scores`).
+        round_to: keep a multiple of this many units (see `units_to_prune`).
 
     Returns:
         Masks (float32) with every weight of a pruned unit at 0. Units already fully
@@ -242,7 +312,7 @@ def select_units(
     if len(scores) != len(masks):
         raise ValueError(f"got {len(scores)} score arrays for {len(masks)} masks")
     units = np.arange(np.shape(masks[0])[-1])
-    return select_coupled_units({0: scores}, {0: masks}, {0: units}, {0: fraction}, norm)[0]
+    return select_coupled_units({0: scores}, {0: masks}, {0: units}, {0: fraction}, norm, round_to)[0]
 
 
 def prune_units(
@@ -252,6 +322,7 @@ def prune_units(
     data: Iterable | None = None,
     norm: str = "l1",
     granularity: str = "neuron",
+    round_to: int = 1,
 ) -> list[PruneWrapper]:
     """Prunes whole units of wrapped layers: Dense neurons and Conv filters, coupled
     units together, or the attention heads of MultiHeadAttention layers.
@@ -270,6 +341,8 @@ def prune_units(
         data: training batches for criteria that need them.
         norm: ``l1`` or ``l2`` (see `unit_scores`).
         granularity: ``neuron``, ``filter`` or ``head``.
+        round_to: each layer of `fractions` keeps a multiple of this many units or
+            heads (see `units_to_prune`; 1: no rounding).
 
     Returns:
         The layers whose masks were set: the chosen ones and their coupled partners.
@@ -284,6 +357,7 @@ def prune_units(
     ```
     """
     check_unit_norm(norm)
+    check_round_to(round_to)
     for layer in fractions:
         check_unit_layer(layer, granularity)
     graph_classes = {} if granularity == "head" else coupled_units(model)
@@ -309,6 +383,7 @@ def prune_units(
         classes,
         dict(fractions),
         norm,
+        round_to,
     )
     for layer in layers:
         layer.set_mask(views[layer].back(layer.mask_arrays(), new[layer]))

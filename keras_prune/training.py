@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import keras
 
 from keras_prune.data import Dataset
 from keras_prune.errors import InputError
+
+__all__ = [
+    "check_epochs",
+    "check_input_shape",
+    "compile_classifier",
+    "evaluate",
+    "Evaluation",
+    "fit",
+    "OPTIMIZERS",
+    "train",
+]
 
 
 @dataclass(frozen=True)
@@ -27,7 +39,7 @@ class Evaluation:
         return f"loss {self.loss:.4f}, error {self.error:.2f}%"
 
 
-def fit_verbosity() -> int:
+def _fit_verbosity() -> int:
     """Keras `fit` verbosity: a live progress bar on a terminal, a line per epoch otherwise."""
     return 1 if sys.stdout.isatty() else 2
 
@@ -139,11 +151,139 @@ def train(
     compile_classifier(
         model, lr, momentum, decay_steps=steps * epochs if cosine and epochs else None, optimizer=optimizer
     )
+    return fit(model, dataset, epochs, batch_size, seed or 0, augment=augment, validation=True, verbose=verbose)
+
+
+def fit(
+    model: keras.Model,
+    dataset: Dataset,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    initial_epoch: int = 0,
+    augment: bool = False,
+    validation: bool = False,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | None = None,
+) -> keras.callbacks.History:
+    """The one training loop: `model.fit` on `dataset.epochs`, with the model's compiled
+    loss, metrics and optimizer, on whatever devices the model was built for.
+
+    Under `tf.distribute.MultiWorkerMirroredStrategy`, which Keras 3's `fit` does not
+    support (keras-team/keras#20585, still failing with Keras 3.15 and TensorFlow 2.21:
+    its symbolic build cannot reduce the distributed batch), the same epochs run
+    through Keras' own ``model.train_step`` (and ``test_step`` for validation) in
+    ``strategy.run``, with the same callback hooks and logs as `fit`: the compiled loss
+    (regularisation losses included) over the global batch, the compiled metrics, and
+    gradients all-reduced across workers.
+
+    Args:
+        model: a compiled model, built under the strategy it is to train with.
+        dataset: the data; training batches from `Dataset.epochs`.
+        epochs: the epoch to stop at (as `fit`'s ``epochs``).
+        batch_size: global images per step.
+        seed: shuffling (and augmentation) seed; each epoch's batches depend on it
+            and the epoch number only.
+        initial_epoch: the epoch to start at (a resumed run).
+        augment: shift training images by up to 2 pixels (see `Dataset.epochs`).
+        validation: also measure the compiled loss and metrics on the validation
+            split after each epoch (logs ``val_loss``, ``val_accuracy``, ...).
+        callbacks: Keras callbacks.
+        verbose: Keras verbosity; by default a progress bar on a terminal.
+
+    Returns:
+        The Keras history.
+
+    Example:
+
+    ```python
+    compile_classifier(model)
+    fit(model, load_dataset(), epochs=2, batch_size=128, seed=0, validation=True)
+    ```
+    """
+    import tensorflow as tf
+
+    steps = dataset.steps_per_epoch(batch_size)
+    verbose = _fit_verbosity() if verbose is None else verbose
+    validation_data = dataset.validation() if validation else None
+    strategy = getattr(model, "distribute_strategy", None)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return _fit_multi_worker(
+            model,
+            lambda epoch: dataset.epochs(batch_size, seed, epoch, epoch + 1, augment=augment),
+            steps,
+            range(initial_epoch, epochs),
+            validation_data,
+            callbacks,
+            verbose,
+        )
     return model.fit(
-        dataset.epochs(batch_size, seed or 0, 0, epochs, augment=augment),
-        validation_data=dataset.validation(),
+        dataset.epochs(batch_size, seed, initial_epoch, epochs, augment=augment),
+        validation_data=validation_data,
         epochs=epochs,
+        initial_epoch=initial_epoch,
         steps_per_epoch=steps,
         shuffle=False,  # the pipeline shuffles
-        verbose=fit_verbosity() if verbose is None else verbose,
+        verbose=verbose,
+        callbacks=list(callbacks),
     )
+
+
+def _fit_multi_worker(
+    model: keras.Model,
+    epoch_batches: Callable[[int], Any],
+    steps: int,
+    epochs: range,
+    validation_data: Any,
+    callbacks: Sequence[keras.callbacks.Callback],
+    verbose: int,
+) -> keras.callbacks.History:
+    """`fit`'s epoch loop under MultiWorkerMirroredStrategy (see `fit`), each epoch's
+    batches from ``epoch_batches(epoch)``."""
+    import tensorflow as tf
+
+    strategy = model.distribute_strategy
+
+    def distributed(step):
+        @tf.function
+        def run(batch):
+            logs = strategy.run(step, args=(batch,))
+            return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
+
+        return run
+
+    train_step, test_step = distributed(model.train_step), distributed(model.test_step)
+
+    def run_epoch(step, batches, on_batch_begin=None, on_batch_end=None) -> dict[str, float]:
+        model.reset_metrics()  # the compiled metrics accumulate over one pass, as in `fit`
+        logs: dict[str, float] = {}
+        for index, batch in enumerate(strategy.experimental_distribute_dataset(batches)):
+            if on_batch_begin is not None:
+                on_batch_begin(index)
+            logs = {name: float(value) for name, value in step(batch).items()}
+            if on_batch_end is not None:
+                on_batch_end(index, logs)
+        return logs
+
+    hooks = keras.callbacks.CallbackList(
+        list(callbacks),
+        add_history=True,
+        add_progbar=verbose != 0,
+        model=model,
+        verbose=verbose,
+        epochs=epochs.stop,
+        steps=steps,
+    )
+    model.stop_training = False
+    hooks.on_train_begin()
+    for epoch in epochs:
+        hooks.on_epoch_begin(epoch)
+        logs = run_epoch(train_step, epoch_batches(epoch), hooks.on_train_batch_begin, hooks.on_train_batch_end)
+        if validation_data is not None:
+            logs.update({f"val_{name}": value for name, value in run_epoch(test_step, validation_data).items()})
+        hooks.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    hooks.on_train_end()
+    return model.history
+

@@ -33,6 +33,10 @@ the difference shows is gradient clipping by norm (``clipnorm``, ``global_clipno
 whose norm includes the pruned positions, as in the TensorFlow Model Optimization
 Toolkit.
 
+On JAX, Keras' compiled train step holds every variable's value outside the
+variables; the constraint then multiplies by the mask value that the same step's
+forward pass read (docs/backends.md).
+
 Anything that assigns a pruned variable directly (``variable.assign``,
 ``model.set_weights`` with other weights, a hand-written update rule without a Keras
 optimizer) must re-apply the masks afterwards: ``layer.set_mask(layer.mask_arrays())``.
@@ -46,10 +50,18 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_prune._keras_compat import has_value
 from keras_prune.handlers import prunable_variables
 
+__all__ = [
+    "copy_layer",
+    "inner_layer",
+    "PruneWrapper",
+    "strip_layer",
+]
 
-class MaskConstraint(keras.constraints.Constraint):
+
+class _MaskConstraint(keras.constraints.Constraint):
     """Multiplies a variable by its mask, then applies the layer's own constraint.
 
     The wrapper installs it on each prunable variable in `build`; it is not part of
@@ -58,16 +70,23 @@ class MaskConstraint(keras.constraints.Constraint):
     Args:
         mask: the mask variable (same shape as the constrained variable).
         inner: the constraint the wrapped layer already had on that variable, or None.
+
+    Attributes:
+        seen: on JAX, the mask's value as the wrapper's last forward pass read it:
+            inside ``fit`` the mask variable itself cannot be read where the optimizer
+            applies constraints (see `PruneWrapper.call`).
     """
 
     def __init__(self, mask: keras.Variable, inner=None):
         self.mask = mask
         self.inner = inner
+        self.seen = None
 
     def __call__(self, w):
         if self.inner is not None:
             w = self.inner(w)
-        return w * ops.cast(self.mask, w.dtype)
+        mask = self.mask.value if has_value(self.mask) or self.seen is None else self.seen
+        return w * ops.cast(mask, w.dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_prune")
@@ -131,7 +150,7 @@ class PruneWrapper(keras.layers.Wrapper):
                 trainable=False,
                 dtype=var.dtype,
             )
-            var.constraint = MaskConstraint(mask, var.constraint)
+            var.constraint = _MaskConstraint(mask, var.constraint)
             self.masks.append(mask)
             if self.gated:
                 gate = self.add_weight(
@@ -168,16 +187,28 @@ class PruneWrapper(keras.layers.Wrapper):
         return list(self._targets)
 
     def call(self, inputs, *args, **kwargs):
+        if keras.backend.backend() == "jax":
+            # Keras' JAX train step applies the optimizer (and so the constraints) in a
+            # scope that maps only trainable and optimizer variables: the masks' values
+            # are those this forward pass read, in the same compiled step.
+            for var in self._targets:
+                var.constraint.seen = var.constraint.mask.value
         if not self.gated:
             return self.layer(inputs, *args, **kwargs)
         mapping = [(var, var.value * gate.value) for var, gate in zip(self._targets, self.gates)]
+        if keras.backend.backend() == "jax":
+            # A scope does not see an enclosing one, and in JAX's fit every variable's
+            # value lives only in the enclosing scope: map the layer's others too.
+            gated = {id(var) for var in self._targets}
+            mapping += [(var, var.value) for var in self.layer.variables if id(var) not in gated]
+        given = {id(var): value for var, value in mapping}
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
             outputs = self.layer(inputs, *args, **kwargs)
         for loss in scope.losses:
             self.add_loss(loss)
         for var in self.layer.non_trainable_variables:
             updated = scope.get_current_value(var)
-            if updated is not None:
+            if updated is not None and updated is not given.get(id(var)):
                 var.assign(updated)
         return outputs
 
@@ -227,6 +258,21 @@ class PruneWrapper(keras.layers.Wrapper):
             w[mask == 0] = 0.0
         return weights
 
+    def baked_weights(self) -> list[np.ndarray]:
+        """The wrapped layer's weights as the forward pass uses them, in the order of
+        ``self.layer.weights``: `effective_weights` for the pruned variables, the others
+        (biases, normalisation parameters) as they are. `strip_layer` gives these to
+        the plain copy of the layer.
+
+        Example:
+
+        ```python
+        kernel, bias = wrapped.baked_weights()  # a wrapped Dense: masked kernel, bias
+        ```
+        """
+        effective = {id(v): w for v, w in zip(self._targets, self.effective_weights())}
+        return [effective.get(id(v), keras.ops.convert_to_numpy(v)) for v in self.layer.weights]
+
     def weight_count(self) -> int:
         """Number of prunable weights in the layer."""
         return int(sum(np.prod(v.shape) for v in self._targets))
@@ -258,8 +304,19 @@ def strip_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     """
     if not isinstance(layer, PruneWrapper):
         return copy_layer(layer)
-    baked = {id(v): w for v, w in zip(layer.pruned_variables, layer.effective_weights())}
-    return copy_layer(layer.layer, [baked.get(id(v), v) for v in layer.layer.weights])
+    return copy_layer(layer.layer, layer.baked_weights())
+
+
+def inner_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """The layer a `PruneWrapper` holds, or `layer` itself if it is not wrapped.
+
+    Example:
+
+    ```python
+    isinstance(inner_layer(model.get_layer("fc1")), keras.layers.Dense)  # wrapped or not
+    ```
+    """
+    return layer.layer if isinstance(layer, PruneWrapper) else layer
 
 
 def copy_layer(layer: keras.layers.Layer, weights: Sequence | None = None) -> keras.layers.Layer:

@@ -11,6 +11,9 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("KERAS_BACKEND") == "jax":
+    # The float64 ground-truth tests need 64-bit JAX, which must be on before jax runs.
+    os.environ.setdefault("JAX_ENABLE_X64", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -96,3 +99,14 @@ def trained_lenet5(small_data, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "lenet5.keras"
     model.save(path)
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """On a backend other than TensorFlow, skips the tests marked ``tensorflow_only``."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow-only feature; KERAS_BACKEND is {backend}")
+    for item in items:
+        if "tensorflow_only" in item.keywords:
+            item.add_marker(skip)

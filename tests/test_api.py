@@ -94,6 +94,35 @@ def test_nested_models_are_wrapped_inside_and_addressable_by_path():
     assert {r.name: r.zeros for r in report.layers}["block/inner2"] == 15
 
 
+def _two_encoders() -> keras.Model:
+    """Two nested models, each with a layer named "fc", and a layer used twice."""
+
+    def encoder(name):
+        x = keras.Input((4,))
+        return keras.Model(x, keras.layers.Dense(4, name=f"{name}_out")(keras.layers.Dense(4, name="fc")(x)), name=name)
+
+    x = keras.Input((4,))
+    shared = keras.layers.Dense(4, name="shared")
+    return keras.Model(x, shared(encoder("dec")(shared(encoder("enc")(x)))), name="two")
+
+
+def test_a_name_that_nested_layers_share_is_refused_naming_their_paths():
+    model = _two_encoders()
+    with pytest.raises(InputError) as error:
+        kp.find_layers(model, ["fc"])
+    message = str(error.value)
+    assert "\n" not in message
+    assert "layer name 'fc' is ambiguous in 'two': 2 layers have it (enc/fc, dec/fc)" in message
+    with pytest.raises(InputError, match="ambiguous"):
+        kp.prunable(model, layers=["fc"])
+    # A path names one layer; a name only one layer has is found wherever it is nested;
+    # a layer used twice is one layer.
+    enc_fc, dec_out, shared = kp.find_layers(model, ["enc/fc", "dec_out", "shared"])
+    assert enc_fc is model.get_layer("enc").get_layer("fc")
+    assert dec_out is model.get_layer("dec").get_layer("dec_out")
+    assert shared is model.get_layer("shared")
+
+
 def test_prune_cuts_exactly_floor_n_times_fraction_per_layer(model):
     wrapped = kp.prunable(model)
     kp.prune(wrapped, CONF)

@@ -15,7 +15,8 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 import keras_prune as kp
-from keras_prune.callbacks import IterativePruning, restore, snapshot
+from keras_prune.callbacks import IterativePruning
+from keras_prune.state import restore, snapshot
 from keras_prune.errors import InputError
 from keras_prune.schedules import Cubic, Linear
 from keras_prune.selection import select_layer

@@ -7,7 +7,7 @@ import gzip
 import numpy as np
 import pytest
 
-from keras_prune.data import PIXEL_SCALE, load_dataset, load_idx_dir, read_idx
+from keras_prune.data import AUGMENT_SHIFT, PIXEL_SCALE, Dataset, load_dataset, load_idx_dir, read_idx
 from keras_prune.errors import DataError
 from tests.conftest import write_idx, write_idx_dataset
 
@@ -142,3 +142,63 @@ def test_a_failed_tfds_download_is_one_line_suggesting_data_dir(monkeypatch):
     assert "\n" not in message
     assert message.startswith("dataset 'fashion_mnist' could not be downloaded")
     assert "--data-dir" in message
+
+
+def _random_dataset(count: int = 40) -> Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 256, size=(count, 8, 8, 1), dtype=np.uint8)  # no zero pixel: shifts show
+    y = np.arange(count, dtype=np.int32)  # the label is the image's index
+    return Dataset("random", x, y, x[:10], y[:10], x[:10], y[:10])
+
+
+def _shifted_from(original: np.ndarray, image: np.ndarray) -> bool:
+    """Whether `image` is `original` shifted by at most AUGMENT_SHIFT pixels, zero-filled."""
+    s = AUGMENT_SHIFT
+    padded = np.pad(original, ((s, s), (s, s), (0, 0)))
+    height, width = original.shape[:2]
+    return any(
+        np.allclose(padded[dy:dy + height, dx:dx + width], image, rtol=0, atol=1e-6)
+        for dy in range(2 * s + 1) for dx in range(2 * s + 1)
+    )
+
+
+def test_train_reshuffles_every_pass_and_a_seed_repeats_the_passes():
+    data = _random_dataset()
+    passes = lambda ds: [np.concatenate([y for _, y in ds.as_numpy_iterator()]) for _ in range(3)]
+    first, again = passes(data.train(16, seed=3)), passes(data.train(16, seed=3))
+    for order in first:
+        assert sorted(order) == list(range(40))  # every image once per pass
+    assert not np.array_equal(first[0], first[1])  # a new order on every pass
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    in_order = np.concatenate([y for _, y in data.train(16, shuffle=False).as_numpy_iterator()])
+    assert list(in_order) == list(range(40))
+
+
+def test_every_pipeline_tells_keras_its_length():
+    # With an unknown length Keras' fit counts one optimizer step too many per epoch.
+    data = _random_dataset()
+    assert int(data.train(16).cardinality()) == 3  # 40 images: 16 + 16 + 8
+    assert int(data.epochs(16, 0, 2, 5).cardinality()) == 3 * 3
+    assert int(data.validation(4).cardinality()) == 3
+    assert int(data.scoring(16, 2, 0).cardinality()) == 2
+
+
+@pytest.mark.parametrize("pipeline", ["train", "epochs"])
+def test_train_and_epochs_augment_by_the_same_bounded_shifts(pipeline):
+    data = _random_dataset()
+    originals = data.x_train.astype(np.float32) / 255
+    batches = data.train(16, seed=0, augment=True) if pipeline == "train" else data.epochs(16, 0, 0, 1, augment=True)
+    shifted = 0
+    for images, labels in batches.as_numpy_iterator():
+        for image, label in zip(images, labels):
+            assert _shifted_from(originals[label], image)
+            shifted += not np.allclose(originals[label], image, rtol=0, atol=1e-6)
+    assert shifted > 20  # most images moved (1 in 25 shifts is no shift)
+
+
+def test_validation_and_test_batches_are_the_splits_in_order_scaled():
+    data = _random_dataset()
+    images, labels = zip(*data.validation(4).as_numpy_iterator())
+    np.testing.assert_array_equal(np.concatenate(labels), data.y_val)
+    np.testing.assert_allclose(np.concatenate(images), data.x_val.astype(np.float32) / 255)
+    assert [len(y) for _, y in data.test(4).as_numpy_iterator()] == [4, 4, 2]

@@ -15,6 +15,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
@@ -112,6 +114,51 @@ WORKER = COMMON + textwrap.dedent(
 )
 
 
+# The one training loop (`keras_prune.training.fit`) on a model compiled with more than
+# the plain cross-entropy (an L2 kernel regulariser) and a metric: run as two workers
+# (TF_CONFIG set) or as one process on one device.
+FIT = COMMON + textwrap.dedent(
+    """
+    if "TF_CONFIG" in os.environ:
+        from keras_prune.devices import select_devices
+        strategy = select_devices(multi_worker=True).strategy
+    else:
+        strategy = tf.distribute.get_strategy()
+    import keras
+    import keras_prune as kp
+    from keras_prune.data import Dataset
+    from keras_prune.training import fit
+
+    x, y, xv, yv = data()
+    dataset = Dataset("synthetic", x, y, xv, yv, xv, yv)
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = kp.prunable(keras.Sequential([
+            keras.Input((16,)),
+            keras.layers.Dense(32, activation="tanh", kernel_regularizer=keras.regularizers.L2(0.01), name="hidden"),
+            keras.layers.Dense(4, name="out")]))
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    kp.prune(model, {"hidden": 0.5})
+    x0, y0 = next(iter(dataset.epochs(64, 0, 0, 1)))  # the first batch fit sees
+    logits = model(x0, training=True)  # the regulariser's loss is collected on a call
+    expected = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y0, logits)) + float(sum(model.losses))
+
+    class FirstBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0 and not hasattr(self, "loss"):
+                self.loss = float(logs["loss"])
+
+    first = FirstBatch()
+    history = fit(model, dataset, epochs=2, batch_size=64, seed=0, validation=True, callbacks=[first], verbose=0)
+    with open(sys.argv[1], "w") as f:
+        json.dump({"replicas": strategy.num_replicas_in_sync, "first_batch_loss": first.loss, "expected": expected,
+                   "history": history.history, "kernel": model.get_layer("hidden").layer.kernel.numpy().tolist()}, f)
+    """
+)
+
+
 def python(script: str, *args: str, env=None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", script, *args], cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
@@ -127,6 +174,47 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+PORT_TAKEN = "Could not start gRPC server"
+"""What a worker says when its port was taken between `free_ports` and its start."""
+
+
+def run_workers(script: str, tmp_path: Path, count: int = 2, attempts: int = 3, timeout: float = 420) -> list[dict]:
+    """Runs `script` as `count` workers of one cluster on 127.0.0.1 and returns the JSON
+    report each writes to the path in its argv[1].
+
+    `free_ports` cannot hold the ports it finds, so another process may take one before
+    a worker binds it; such a cluster (and only such) is started again on new ports.
+    Any other failure, or a worker still running after `timeout` seconds (on a loaded
+    machine), fails the test with the workers' last lines of stderr.
+    """
+    for _ in range(attempts):
+        cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(count)]}
+        workers = []
+        for index in range(count):
+            config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            workers.append(python(script, str(tmp_path / f"worker{index}.json"), env={"TF_CONFIG": config}))
+        errors = []
+        try:
+            for process in workers:
+                try:
+                    errors.append(process.communicate(timeout=timeout)[1])
+                except subprocess.TimeoutExpired:
+                    if any(PORT_TAKEN in err for err in errors):
+                        break  # a worker that could not start leaves the others waiting for it
+                    raise
+        finally:
+            for process in workers:
+                if process.poll() is None:
+                    process.kill()
+                    process.communicate()
+        if any(PORT_TAKEN in err for err in errors):
+            continue
+        for process, err in zip(workers, errors):
+            assert process.returncode == 0, "\n".join(line[:300] for line in err.splitlines()[-60:])
+        return [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(count)]
+    raise AssertionError(f"no free ports for {count} workers in {attempts} attempts")
+
+
 def test_mirrored_over_two_logical_cpus_gives_the_masks_of_one_device():
     process = python(MIRRORED)
     out, err = process.communicate(timeout=240)
@@ -136,27 +224,11 @@ def test_mirrored_over_two_logical_cpus_gives_the_masks_of_one_device():
     assert single["replicas"] == 1 and mirrored["replicas"] == 2
     assert len(single["steps"]) == 6
     assert mirrored["steps"] == single["steps"]  # same layers, fractions and identical masks at every step
-    import numpy as np
-
     np.testing.assert_allclose(mirrored["kernel"], single["kernel"], atol=1e-5)
 
 
 def test_multi_worker_masks_are_identical_on_both_workers(tmp_path):
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    workers = []
-    for index in range(2):
-        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        workers.append(python(WORKER, str(tmp_path / f"worker{index}.json"), env={"TF_CONFIG": config}))
-    try:
-        for process in workers:
-            _, err = process.communicate(timeout=240)
-            assert process.returncode == 0, "\n".join(line[:300] for line in err.splitlines()[-60:])
-    finally:
-        for process in workers:
-            if process.poll() is None:
-                process.kill()
-    reports = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
+    reports = run_workers(WORKER, tmp_path)
     assert [r["worker"] for r in reports] == [0, 1] and [r["chief"] for r in reports] == [True, False]
     assert reports[0]["replicas"] == 2
     steps = [r["steps"] for r in reports]
@@ -164,6 +236,26 @@ def test_multi_worker_masks_are_identical_on_both_workers(tmp_path):
     # Every step: the same masks (digests), sparsity and validation figures on both workers.
     assert steps[0] == steps[1]
     assert reports[0]["weights"] == reports[1]["weights"]
+
+
+def test_one_training_loop_multi_worker_computes_the_loss_and_metrics_of_one_device(tmp_path):
+    single = python(FIT, str(tmp_path / "single.json"))
+    _, err = single.communicate(timeout=420)
+    assert single.returncode == 0, err[-3000:]
+    one = json.loads((tmp_path / "single.json").read_text())
+    workers = run_workers(FIT, tmp_path)
+    assert one["replicas"] == 1 and [w["replicas"] for w in workers] == [2, 2]
+    # The first batch's loss is the compiled one (cross-entropy plus the regulariser),
+    # over the global batch: the same on one device and on two workers.
+    assert one["first_batch_loss"] == pytest.approx(one["expected"], rel=1e-6)
+    for worker in workers:
+        assert worker["first_batch_loss"] == pytest.approx(one["expected"], rel=1e-6)
+        # Same logs as Keras' fit: loss and compiled metric, for training and validation.
+        assert sorted(worker["history"]) == sorted(one["history"]) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+        for name, values in one["history"].items():
+            np.testing.assert_allclose(worker["history"][name], values, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(worker["kernel"], one["kernel"], atol=1e-5)
+    assert workers[0]["history"] == workers[1]["history"]
 
 
 def test_asking_for_a_gpu_that_does_not_exist_names_the_devices_found(trained_lenet5, small_idx_dir):

@@ -202,7 +202,7 @@ def test_savedmodel_stores_each_weight_once(pruned, exported):
 
 def test_exports_hold_no_keras_prune_classes(pruned, exported):
     stripped = kp.strip(pruned)
-    classes = {type(layer).__module__ for _, layer in kp.api.walk_layers(stripped)}
+    classes = {type(layer).__module__ for _, layer in kp.graph.walk(stripped)}
     assert not [module for module in classes if module.startswith("keras_prune")]
     with zipfile.ZipFile(exported["keras"]) as archive:
         assert "keras_prune" not in archive.read("config.json").decode()

@@ -10,7 +10,15 @@ from click.testing import CliRunner
 
 import keras_prune as kp
 from keras_prune.errors import InputError
-from keras_prune.methods import SparseGPT, Wanda, get_pruner, input_gram, kernel_view, linear_parts
+from keras_prune.methods import (
+    SparseGPT,
+    Wanda,
+    get_pruner,
+    input_gram,
+    kernel_view,
+    linear_parts,
+    outlier_fractions,
+)
 from keras_prune.resources import PRETRAINED_MODEL
 from keras_prune.selection import parse_pattern
 from keras_prune.training import evaluate
@@ -141,6 +149,82 @@ def test_each_layers_inputs_come_from_the_already_pruned_layers_before_it():
     hidden_now = keras.Model(model.inputs[0], first.output)(x).numpy()
     np.testing.assert_allclose(gram, hidden_now.T @ hidden_now, rtol=1e-4, atol=1e-3)
     assert rows == 64
+
+
+def two_layer_model(width: int = 24) -> keras.Model:
+    inputs = keras.Input((width,))
+    hidden = keras.layers.Dense(width, activation="tanh", name="a")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(8, name="b")(hidden))
+
+
+def test_owl_spares_the_layer_with_outlier_weights_and_keeps_the_total():
+    keras.utils.set_random_seed(0)
+    model = kp.prunable(two_layer_model())
+    kernel = model.get_layer("a").pruned_variables[0]
+    heavy = kernel.numpy()
+    heavy[:3, :3] *= 40.0  # a few weights far above the layer's mean score
+    kernel.assign(heavy)
+    data = [(correlated_inputs(128, 24), np.zeros(128))]
+    a, b = model.get_layer("a"), model.get_layer("b")
+    fractions = outlier_fractions(model, {a: 0.5, b: 0.5}, data, spread=0.1)
+    assert fractions[a] < 0.5 < fractions[b]
+    assert fractions[b] - fractions[a] == pytest.approx(0.2)  # the full 2 * spread between them
+    sizes = {a: 24 * 24, b: 24 * 8}
+    assert sum(sizes[l] * f for l, f in fractions.items()) == pytest.approx(0.5 * (24 * 24 + 24 * 8))
+    # Near the top of [0, 1] the shift is found with the clipped fractions.
+    high = outlier_fractions(model, {a: 0.95, b: 0.95}, data, spread=0.1)
+    assert high[b] == 1.0 and sum(sizes[l] * f for l, f in high.items()) == pytest.approx(0.95 * 768)
+    for method in ["wanda", "sparsegpt"]:
+        pruned = kp.prunable(model)
+        kp.prune(pruned, {"a": 0.5, "b": 0.5}, method, data=data, criterion_options={"owl": 0.1})
+        layers = [pruned.get_layer("a"), pruned.get_layer("b")]
+        assert layers[0].sparsity() < 0.5 < layers[1].sparsity()
+        assert abs(sum(l.pruned_count() for l in layers) - 384) <= 2  # floors per layer
+
+
+def test_owl_leaves_a_single_layer_at_its_fraction():
+    model = kp.prunable(dense_model())
+    layer = model.get_layer("fc")
+    assert outlier_fractions(model, {layer: 0.7}, [(correlated_inputs(64, 32), np.zeros(64))], 0.1) == {layer: 0.7}
+    with pytest.raises(InputError, match=r"owl .* must be in \[0, 0.5\], got 0.7"):
+        SparseGPT(owl=0.7)
+    with pytest.raises(InputError, match="owl_threshold must be > 0"):
+        Wanda(owl_threshold=0)
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda"])
+def test_dense_targets_reconstruct_the_unpruned_models_outputs_better(method):
+    keras.utils.set_random_seed(0)
+    base = two_layer_model()
+    x = correlated_inputs(256, 24) / 4
+    reference = base(x).numpy()
+    errors, first = {}, {}
+    for dense_targets in [False, True]:
+        model = kp.prunable(base)
+        kp.prune(model, {"a": 0.6, "b": 0.5}, method, data=[(x, np.zeros(256))],
+                 criterion_options={"dense_targets": dense_targets})
+        assert model.get_layer("b").sparsity() == 0.5
+        errors[dense_targets] = np.mean((model(x).numpy() - reference) ** 2)
+        first[dense_targets] = model.get_layer("a").effective_weights()[0]
+    # The first layer's inputs are the model's: nothing to refit, the same result.
+    np.testing.assert_allclose(first[True], first[False], atol=1e-6)
+    assert errors[True] < 0.7 * errors[False]  # measured: 0.64x (sparsegpt), 0.51x (wanda)
+
+
+def test_refit_is_the_least_squares_kernel_for_the_reference_outputs():
+    rng = np.random.default_rng(0)
+    before = correlated_inputs(512, 6, seed=1).astype(np.float64)
+    now = before * rng.uniform(0.5, 1.0, size=6) + rng.normal(size=before.shape)  # as if pruned upstream
+    weights = rng.normal(size=(6, 3))
+    target = before @ weights
+    refitted = SparseGPT().refit(weights, now.T @ now, now.T @ before, 512)
+    least_squares = np.linalg.lstsq(now, target, rcond=None)[0]
+
+    def residual(w):
+        return np.sum((now @ w - target) ** 2)
+
+    assert residual(refitted) < 1.01 * residual(least_squares) < 0.7 * residual(weights)
+    np.testing.assert_allclose(SparseGPT().refit(weights, now.T @ now, now.T @ now, 512), weights)
 
 
 def einsum_block() -> keras.Model:

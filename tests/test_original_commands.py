@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import keras_prune as kp
-from keras_prune.callbacks import mask_digest
+from keras_prune.results import mask_digest
 from keras_prune_cli.main import main
 from tests.conftest import write_idx_dataset
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keras_prune.callbacks import StepResult
+from keras_prune.results import StepResult
 from keras_prune.runlog import TensorBoardLog
 from keras_prune.training import Evaluation
 

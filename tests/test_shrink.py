@@ -176,8 +176,94 @@ def test_units_joined_by_add_to_live_units_are_kept_and_reported():
     small, report = shrink_with_report(masked)
     assert _units(small, "b1_conv2") == 12
     (row,) = [r for r in report.layers if r.name == "b1_conv2"]
-    assert row.notes == ("kept 4 pruned unit(s): an element-wise merge joins them to units that are not pruned",)
+    assert row.notes == ("kept 4 pruned unit(s): units coupled to them (by a merge or a depthwise convolution) are not pruned",)
     assert _max_difference(masked, small, _images()) <= TOLERANCE
+
+
+def _inverted_residual(strided: bool) -> keras.Model:
+    """A MobileNetV2-style block: 1x1 expand -> BN -> ReLU6 -> (ZeroPadding2D) ->
+    DepthwiseConv2D -> BN -> ReLU6 -> 1x1 project -> BN, and a padded 3x3 convolution
+    that reads the zero-padded expansion too."""
+    inputs = keras.Input((12, 12, 4), name="image")
+    x = layers.Conv2D(16, 1, padding="same", use_bias=False, name="expand")(inputs)
+    x = layers.BatchNormalization(name="expand_bn")(x)
+    x = layers.ReLU(6.0, name="expand_relu")(x)
+    if strided:
+        x = layers.ZeroPadding2D(((0, 1), (0, 1)), name="pad")(x)
+    y = layers.DepthwiseConv2D(3, strides=2 if strided else 1, padding="valid" if strided else "same",
+                               use_bias=False, name="depthwise")(x)
+    y = layers.BatchNormalization(name="depthwise_bn")(y)
+    y = layers.ReLU(6.0, name="depthwise_relu")(y)
+    y = layers.Conv2D(8, 1, padding="same", use_bias=False, name="project")(y)
+    y = layers.BatchNormalization(name="project_bn")(y)
+    y = layers.GlobalAveragePooling2D(name="gap")(y)
+    return keras.Model(inputs, layers.Dense(3, name="head")(y), name="inverted_residual")
+
+
+@pytest.mark.parametrize("strided", [False, True])
+def test_pruned_expansion_channels_leave_the_depthwise_convolution_and_its_batchnorms(strided):
+    masked = keras_prune.prunable(_randomize(_inverted_residual(strided)))
+    keras_prune.prune(masked, {"expand": 0.5}, granularity="filter")
+    # the depthwise kernel's slices of the pruned channels are masked with them
+    depthwise = masked.get_layer("depthwise")
+    pruned = ~depthwise.mask_arrays()[0][:, :, :, 0].reshape(-1, 16).any(axis=0)
+    expand_pruned = ~masked.get_layer("expand").mask_arrays()[0].reshape(-1, 16).any(axis=0)
+    np.testing.assert_array_equal(pruned, expand_pruned)
+    assert pruned.sum() == 8
+    small, report = shrink_with_report(masked)
+    assert _units(small, "expand") == 8
+    assert small.get_layer("depthwise").kernel.shape == (3, 3, 8, 1)
+    for name in ("expand_bn", "depthwise_bn"):
+        assert small.get_layer(name).moving_mean.shape[0] == 8
+    assert small.get_layer("project").kernel.shape == (1, 1, 8, 8)
+    assert {r.name: r.units for r in report.layers}["depthwise"] == (16, 8)
+    assert _max_difference(masked, small, _images(4, (12, 12, 4))) <= TOLERANCE
+
+
+def test_pruning_a_depthwise_convolution_by_channel_prunes_the_units_that_feed_it():
+    masked = keras_prune.prunable(_randomize(_inverted_residual(False)))
+    keras_prune.prune(masked, {"depthwise": 0.25}, granularity="filter")
+    assert _units(keras_prune.shrink(masked), "expand") == 12
+
+
+def test_an_unmasked_depthwise_channel_keeps_its_input_unit():
+    masked = keras_prune.prunable(_randomize(_inverted_residual(False)), layers=["expand"])
+    keras_prune.prune(masked, {"expand": 0.5}, granularity="filter")  # the depthwise is not wrapped
+    small, report = shrink_with_report(masked)
+    assert _units(small, "expand") == 16
+    (row,) = [r for r in report.layers if r.name == "expand"]
+    assert row.notes == ("kept 8 pruned unit(s): units coupled to them (by a merge or a depthwise convolution) are not pruned",)
+    assert _max_difference(masked, small, _images(4, (12, 12, 4))) <= TOLERANCE
+
+
+def test_zero_padded_constants_reach_a_convolution_through_one_stand_in_channel():
+    inputs = keras.Input((10, 10, 3))
+    x = layers.Conv2D(8, 1, name="a")(inputs)
+    x = layers.BatchNormalization(name="a_bn")(x)  # removed filters become non-zero constants
+    x = layers.ZeroPadding2D(1, name="pad")(x)  # ... and zeros on the border
+    x = layers.Conv2D(4, 3, name="b")(x)  # valid padding, but it sees the border
+    model = _randomize(keras.Model(inputs, layers.GlobalAveragePooling2D()(x)))
+    masked = keras_prune.prunable(model)
+    keras_prune.prune(masked, {"a": 0.5}, granularity="filter")
+    small, report = shrink_with_report(masked)
+    assert _units(small, "a") == 4 + 1
+    assert _max_difference(masked, small, _images(4, (10, 10, 3))) <= TOLERANCE
+
+
+def test_zero_padded_constants_stop_at_layers_that_do_not_map_zero_to_zero():
+    inputs = keras.Input((10, 10, 3))
+    x = layers.Conv2D(8, 1, name="a")(inputs)
+    x = layers.BatchNormalization(name="a_bn")(x)
+    x = layers.ZeroPadding2D(1, name="pad")(x)
+    x = layers.BatchNormalization(name="pad_bn")(x)  # 0 on the border becomes a non-zero value
+    model = _randomize(keras.Model(inputs, layers.Dense(2, name="out")(layers.GlobalAveragePooling2D()(x))))
+    masked = keras_prune.prunable(model)
+    keras_prune.prune(masked, {"a": 0.5}, granularity="filter")
+    small, report = shrink_with_report(masked)
+    assert _units(small, "a") == 8
+    (row,) = [r for r in report.layers if r.name == "a"]
+    assert row.notes == ("kept 4 pruned unit(s): 'pad_bn' (BatchNormalization) gets them zero-padded and shrink cannot follow that",)
+    assert _max_difference(masked, small, _images(4, (10, 10, 3))) <= TOLERANCE
 
 
 def test_concatenate_and_multiply_branches_shrink_exactly():

@@ -18,6 +18,7 @@ from keras_prune.structured import (
     select_coupled_units,
     select_units,
     unit_scores,
+    units_to_prune,
 )
 from keras_prune_cli.main import main
 
@@ -117,11 +118,14 @@ def test_neuron_granularity_ranks_units_by_any_criterion_summed_over_the_unit():
 
 def test_unit_granularity_refuses_layers_without_output_units():
     model = keras.Sequential(
-        [keras.Input((8, 8, 2)), layers.DepthwiseConv2D(3, name="dw"), layers.Flatten(), layers.Dense(2)]
+        [keras.Input((8, 8, 2)), layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw"),
+         layers.SeparableConv2D(4, 3, name="sep"), layers.Flatten(), layers.Dense(2)]
     )
     wrapped = keras_prune.prunable(model)
     with pytest.raises(InputError, match="'dw' \\(DepthwiseConv2D\\) cannot be pruned by units"):
         keras_prune.prune(wrapped, {"dw": 0.5}, granularity="filter")
+    with pytest.raises(InputError, match="'sep' \\(SeparableConv2D\\) cannot be pruned by units"):
+        keras_prune.prune(wrapped, {"sep": 0.5}, granularity="filter")
     with pytest.raises(InputError, match="granularity"):
         keras_prune.prune(wrapped, {"dw": 0.5}, granularity="rows")
 
@@ -159,3 +163,55 @@ def test_filter_granularity_with_taylor1_prunes_units_of_lowest_summed_taylor_te
     expected = np.sort(np.argsort(unit_scores(terms), kind="stable")[:24])
     keras_prune.prune(model, {"conv2": 0.25}, "taylor1", data=batches, granularity="filter")
     np.testing.assert_array_equal(np.flatnonzero(_unit_pruned(conv2.mask_arrays()[0])), expected)
+
+
+def test_round_to_keeps_the_nearest_multiple_of_units():
+    assert units_to_prune(120, 0.5) == 60
+    assert units_to_prune(120, 0.5, round_to=16) == 120 - 64  # 60 kept -> 64
+    assert units_to_prune(96, 0.6, round_to=16) == 96 - 32  # 38.4 kept -> 32
+    assert units_to_prune(96, 0.95, round_to=16) == 96 - 16  # at least one multiple kept
+    assert units_to_prune(100, 0.0, round_to=16) == 0  # a layer left whole stays whole
+    assert units_to_prune(20, 0.5, already=15, round_to=8) == 15  # 5 left: fewer than 8
+    assert units_to_prune(40, 0.1, already=10, round_to=8) == 40 - 24  # 30 left -> at most 24
+    with pytest.raises(InputError, match="round_to must be a whole number >= 1"):
+        units_to_prune(10, 0.5, round_to=0)
+
+
+def test_prune_with_round_to_keeps_multiples_in_coupled_layers_and_heads():
+    model = keras_prune.prunable(_residual_model())
+    keras_prune.prune(model, {"c2": 0.3}, granularity="filter", round_to=4)
+    kept = {n: int((~_unit_pruned(model.get_layer(n).mask_arrays()[0])).sum()) for n in ("stem", "c2")}
+    assert kept == {"stem": 4, "c2": 4}  # 6 * 0.7 = 4.2 kept -> 4, in both layers of the sum
+
+    inputs = keras.Input((4, 8))
+    attention = layers.MultiHeadAttention(6, 4, name="mha")(inputs, inputs)
+    heads = keras_prune.prunable(keras.Model(inputs, attention))
+    keras_prune.prune(heads, {"mha": 0.4}, granularity="head", round_to=2)
+    output_mask = heads.get_layer("mha").mask_arrays()[3]  # (heads, head_dim, features)
+    assert int(output_mask.reshape(6, -1).any(axis=1).sum()) == 4  # 3.6 heads kept -> 4
+
+
+def test_round_to_needs_unit_granularity():
+    model = keras_prune.prunable(_residual_model())
+    with pytest.raises(InputError, match="round_to works with granularity neuron, filter or head, not 'weight'"):
+        keras_prune.prune(model, {"c2": 0.5}, round_to=8)
+    with pytest.raises(InputError, match="round_to must be a whole number >= 1"):
+        keras_prune.prune(model, {"c2": 0.5}, granularity="filter", round_to=2.5)
+
+
+def test_cli_run_round_to_keeps_multiples_of_units(trained_lenet5, small_idx_dir, tmp_path):
+    out = tmp_path / "pruned.keras"
+    result = CliRunner().invoke(
+        main,
+        ["run", "-m", str(trained_lenet5), "-l", "conv2,fc1", "-p", "0.6,0.5", "--granularity", "filter",
+         "--round-to", "16", "--data-dir", str(small_idx_dir), "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    model = keras_prune.load_model(out)
+    assert _unit_pruned(model.get_layer("conv2").mask_arrays()[0]).sum() == 96 - 32
+    assert _unit_pruned(model.get_layer("fc1").mask_arrays()[0]).sum() == 120 - 64
+    bad = CliRunner().invoke(main, ["run", "-m", str(trained_lenet5), "-l", "conv2", "-p", "0.5", "--round-to", "8",
+                                    "--data-dir", str(small_idx_dir), "--out", str(tmp_path / "bad.keras")])
+    assert bad.exit_code != 0
+    assert "round_to works with granularity neuron, filter or head" in bad.output
+    assert "Traceback" not in bad.output and not (tmp_path / "bad.keras").exists()

@@ -116,10 +116,13 @@ class Case:
     unit_options: dict | None = None
     savedmodel: bool = True  # export and serve (slow for the large CNNs: their strip and
     # .keras round trip are tested, and the export path is the same)
+    shrunk: tuple[str, ...] = ()  # layers that shrink must leave with fewer units or channels
 
 
 CASES = {
-    "mobilenetv2": Case(_app(keras.applications.MobileNetV2, alpha=0.35), _images, "magnitude", (("filter", {"Conv_1": 0.5}),)),
+    "mobilenetv2": Case(_app(keras.applications.MobileNetV2, alpha=0.35), _images, "magnitude",
+                        (("filter", {"block_1_expand": 0.5, "block_4_expand": 0.5, "Conv_1": 0.5}),),
+                        shrunk=("block_1_expand", "block_1_depthwise", "block_4_depthwise_BN", "Conv_1")),
     "mobilenetv3small": Case(_app(keras.applications.MobileNetV3Small, include_preprocessing=False), _images, "taylor1", (("filter", {"conv_1": 0.5}),)),
     "resnet50": Case(_app(keras.applications.ResNet50), _images, "magnitude", (("filter", {"conv2_block1_1_conv": 0.5}),), savedmodel=False),
     "efficientnetb0": Case(_app(keras.applications.EfficientNetB0), _images, "l1", (("filter", {"top_conv": 0.5}),), savedmodel=False),
@@ -207,6 +210,9 @@ def test_zoo_model_prunes_trains_saves_strips_and_shrinks(name, tmp_path):
         small, report = kp.shrink_with_report(model)
         np.testing.assert_allclose(_out(small, x), expected, rtol=1e-4, atol=1e-4)
         assert report.parameters[1] < report.parameters[0], str(report)
+        units = {row.name: row.units for row in report.layers}
+        for layer in case.shrunk:
+            assert units[layer][1] < units[layer][0], (layer, units[layer])
 
 
 def test_a_zoo_savedmodel_loads_in_a_process_without_keras_prune(tmp_path):
@@ -225,3 +231,28 @@ def test_a_zoo_savedmodel_loads_in_a_process_without_keras_prune(tmp_path):
     assert result.returncode == 0, result.stderr[-800:]
     served = np.array([float(v) for v in result.stdout.strip().splitlines()[-1].split()])
     np.testing.assert_allclose(served, _out(model, x).ravel(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_keras_hub_blocks_prune_whole_heads_that_shrink_keeps(kind):
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = (keras_hub.models.BertBackbone if kind == "bert" else keras_hub.models.GPT2Backbone)(
+        vocabulary_size=100, num_layers=2, num_heads=4, hidden_dim=16, intermediate_dim=32, max_sequence_length=16
+    )
+    model = kp.prunable(backbone)
+    x = _hub_inputs(kind)()
+    kp.prune(model, {"transformer_layer_0": 0.5, "transformer_layer_1": 0.25}, granularity="head")
+    for name, pruned in (("transformer_layer_0", 2), ("transformer_layer_1", 1)):
+        block = model.get_layer(name)
+        # the block's attention layer: q/k/v kernels (features, heads, head_dim), output (heads, head_dim, features)
+        q, k, v, o = (w for w in block.pruned_variables if "attention" in w.path)
+        dead = ~o.numpy().reshape(4, -1).any(axis=1)
+        assert dead.sum() == pruned
+        for kernel in (q, k, v):
+            assert not np.moveaxis(kernel.numpy(), 1, 0)[dead].any()
+    # keras-hub's blocks derive key_dim from hidden_dim // num_heads: shrink cannot lower
+    # num_heads and keeps the masked heads, with the same outputs
+    small, report = kp.shrink_with_report(model)
+    assert report.parameters[1] == report.parameters[0]
+    for a, b in zip(keras.tree.flatten(model(x)), keras.tree.flatten(small(x))):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-6)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_prune_cli.common import model_option
+from keras_prune_cli.common import data_options, load_data, model_option, unsafe_option
 
 
 @click.command()
@@ -38,8 +38,25 @@ from keras_prune_cli.common import model_option
     "quantization",
     default="float32",
     show_default=True,
-    help="TFLite weights: float32, float16 or dynamic (int8 dynamic range). Written as "
-    "NAME.tflite, NAME_float16.tflite or NAME_dynamic.tflite.",
+    help="TFLite weights: float32, float16, dynamic (int8 weights, float activations) or "
+    "int8 (full integer: int8 weights and activations, calibrated on training images; "
+    "the signature stays float32). Written as NAME.tflite or NAME_MODE.tflite.",
+)
+@click.option(
+    "--calibration-images",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --quantize int8: how many training images (the first ones of the training "
+    "split of --data-dir/--dataset, default the shipped MNIST) set the activations' ranges. "
+    "Default: 500.",
+)
+@data_options
+@click.option(
+    "--keras-quantize",
+    "keras_quantization",
+    default=None,
+    help="int8: write the .keras file and the SavedModel with Keras' own int8 quantization "
+    "(model.quantize: Dense, EinsumDense and Embedding kernels). Not with --format tflite.",
 )
 @click.option(
     "--sparse-tflite",
@@ -54,8 +71,11 @@ from keras_prune_cli.common import model_option
     default=None,
     help="With --report: the dense model to compare with (.keras).",
 )
-@click.option("--unsafe", is_flag=True, help="Allow models that contain code (Lambda layers).")
-def export(model_path, out_dir, formats, name, version, quantization, sparse_tflite, report, dense_path, unsafe):
+@unsafe_option
+def export(
+    model_path, out_dir, formats, name, version, quantization, calibration_images, data_dir, dataset,
+    keras_quantization, sparse_tflite, report, dense_path, unsafe,
+):
     """Strip the pruning wrappers and write the model for deployment.
 
     The SavedModel's `serving_default` signature takes `images` (float32,
@@ -67,10 +87,12 @@ def export(model_path, out_dir, formats, name, version, quantization, sparse_tfl
     Examples:
       keras-prune export --out serving                     # serving/lenet5_pruned/1/
       keras-prune export -m pruned.keras --out dist --format tflite --quantize float16
+      keras-prune export --out dist --format tflite --quantize int8 --sparse-tflite
+      keras-prune export --out dist --format keras --keras-quantize int8
       keras-prune export --out serving --version 2 --report
     """
     from keras_prune.errors import InputError
-    from keras_prune.export import describe_signature, export_model, size_report
+    from keras_prune.export import CALIBRATION_IMAGES, describe_signature, export_model, size_report
     from keras_prune.resources import PRUNED_MODEL
     from keras_prune.storage import load_model
 
@@ -78,11 +100,21 @@ def export(model_path, out_dir, formats, name, version, quantization, sparse_tfl
 
     if dense_path is not None and not report:
         raise InputError("--dense goes with --report")
+    calibrating = quantization == "int8"
+    if not calibrating and (calibration_images or data_dir or dataset):
+        raise InputError("--calibration-images, --data-dir and --dataset go with --quantize int8")
     model_path = model_path or PRUNED_MODEL
     model = load_model(model_path, safe_mode=not unsafe)
+    calibration = None
+    if calibrating:
+        data = load_data(data_dir, dataset)
+        count = calibration_images or CALIBRATION_IMAGES
+        calibration = next(iter(data.train(batch_size=count, shuffle=False)))[0].numpy()
+        click.echo(f"Calibrating int8 on {len(calibration)} training images")
     written = export_model(
         model, out_dir, formats, name=name or model_path.stem, version=version,
-        quantization=quantization, sparse_tflite=sparse_tflite,
+        quantization=quantization, sparse_tflite=sparse_tflite, calibration=calibration,
+        keras_quantization=keras_quantization,
     )
     for fmt, path in written.items():
         click.echo(f"{fmt}: {path}")

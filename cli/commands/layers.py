@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from keras_prune_cli.common import model_option
+from keras_prune_cli.common import model_option, unsafe_option
 
 
 @click.command()
 @model_option("the shipped lenet5")
-@click.option("--unsafe", is_flag=True, help="Allow models that contain code (Lambda layers).")
+@unsafe_option
 def layers(model_path, unsafe):
     """List the model's layers with their 1-based indices, weights and sparsity.
 

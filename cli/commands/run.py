@@ -6,22 +6,38 @@ commands run with `keras-prune run` in place of `qlua main.lua`.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from keras_prune_cli.common import (
+    LibraryChoice,
     batch_size_option,
     conf_beside,
+    criterion_options,
     data_options,
+    device_options,
     fractions_from_conf,
     load_data,
+    log_options,
     model_option,
     print_report,
+    pruner_option,
+    pruner_options,
+    retraining_options,
     seed_everything,
     seed_option,
+    unsafe_option,
 )
+
+if TYPE_CHECKING:
+    from keras_prune.devices import DeviceChoice
+    from keras_prune.plan import Plan
+    from keras_prune.results import StepResult
+    from keras_prune.settings import RunSettings
 
 
 def _percent(value: float) -> str:
@@ -79,24 +95,109 @@ def _resolve_plan(layers, fraction, config, model_path, model):
     return read_conf(conf), str(conf)
 
 
-class _PrunerChoice(click.Choice):
-    """A click.Choice over the registered criteria and methods plus the alias ``mag``.
+def _settings(options: dict[str, Any], out: Path) -> "RunSettings":
+    """The run's `RunSettings`, validated once there; checkpoints go to
+    ``--checkpoint-dir``, else ``<out>.checkpoint``, in runs that write them."""
+    from keras_prune.settings import RunSettings
 
-    The registry is read when the choices are first needed (parsing, --help), not
-    when the CLI is imported: importing it imports TensorFlow.
-    """
+    settings = RunSettings(
+        criterion=options["pruner"],
+        iterations=options["iterations"],
+        retrain=options["retrain"],
+        epochs=options["epochs"],
+        reload=options["reload"],
+        lr=options["lr"],
+        momentum=options["momentum"],
+        batch_size=options["batch_size"],
+        augment=options["augment"],
+        seed=options["seed"],
+        score_batches=options["score_batches"],
+        granularity=options["granularity"],
+        unit_norm=options["unit_norm"],
+        round_to=options["round_to"],
+        pattern=options["pattern"],
+        scope=options["scope"],
+        normalization=options["normalization"],
+        criterion_options=criterion_options(options),
+        progress=True,
+        schedule=options["schedule"],
+        acc_tradeoff=options["acc_tradeoff"],
+        log_test=options["log_test"],
+        multi_worker=options["multi_worker"],
+    )
+    folder = options["checkpoint_dir"]
+    if settings.checkpointable and folder is None:
+        folder = out.with_name(out.name + ".checkpoint")
+    # A run that writes no checkpoints refuses a folder and --resume here, saying which runs do.
+    return dataclasses.replace(settings, checkpoint_dir=None if folder is None else str(folder), resume=options["resume"])
 
-    def __init__(self):
-        self.case_sensitive = True
 
-    @property
-    def choices(self) -> tuple[str, ...]:
-        from keras_prune.methods import available_pruners
+def _refuse_an_interrupted_run(settings: "RunSettings") -> None:
+    """Refuses to start again over the checkpoint of an interrupted run (without --resume)."""
+    from keras_prune.checkpoint import CHECKPOINT_FILE
+    from keras_prune.errors import InputError
 
-        return ("mag", *available_pruners())
+    folder = settings.checkpoint_dir
+    if folder is not None and not settings.resume and (Path(folder) / CHECKPOINT_FILE).exists():
+        raise InputError(
+            f"{folder} holds the checkpoint of an interrupted run: add --resume to "
+            "continue it, or remove the folder to start again"
+        )
 
-    def get_invalid_choice_message(self, value, ctx) -> str:
-        return f"unknown pruner '{value}'; choose one of: {', '.join(self.choices)}"
+
+def _describe_plan(plan: "Plan", source: str, settings: "RunSettings") -> str:
+    """The plan line: layers, fractions and how they are pruned."""
+    return (
+        f"Plan ({source}): "
+        + ", ".join(f"{s} -> {f:g}" for s, f in plan.items())
+        + f"; pruner {settings.criterion}"
+        + (f", pattern {settings.pattern}" if settings.pattern is not None else "")
+        + f", {settings.iterations} step(s)"
+        + (f", retraining {settings.epochs} epoch(s) per step" if settings.retrain else ", no retraining")
+        + (", reloading the model every step" if settings.reload else "")
+        + (f", {settings.schedule} schedule" if settings.schedule != "linear" else "")
+        + (f", accuracy guard {settings.acc_tradeoff:g} points" if settings.acc_tradeoff is not None else "")
+    )
+
+
+def _listeners(options: dict[str, Any], chief: bool) -> tuple[list[Callable[["StepResult"], None]], list]:
+    """What hears each step (the printer; on the chief, the logs) and the extra `fit` callbacks."""
+    listeners, callbacks = [_StepPrinter()], []
+    if options["log_dir"] is not None and chief:
+        from keras_prune.runlog import RunLog
+
+        run_log = RunLog(options["log_dir"], options["job_id"], options=options, test_error=options["log_test"])
+        listeners.append(run_log.write)
+        click.echo(f"Logging to {run_log.csv_path} and {run_log.jsonl_path}")
+    if options["tensorboard"] is not None and chief:
+        from keras_prune.runlog import TensorBoardLog
+
+        board = TensorBoardLog(options["tensorboard"])
+        listeners.append(board.write)
+        callbacks.append(board)
+    return listeners, callbacks
+
+
+def _report_and_save(pruned, results: list["StepResult"], data, devices: "DeviceChoice", out: Path, settings: "RunSettings") -> None:
+    """Prints the stopped layers, the test measure and the sparsity table; the chief
+    saves the model and removes the checkpoints."""
+    from keras_prune.report import sparsity_report
+    from keras_prune.storage import save_model
+    from keras_prune.training import evaluate
+
+    stopped = [f"Layer{r.index}" if r.index is not None else r.layer for r in results if r.reverted]
+    if stopped:
+        click.echo(f"Stopped by the accuracy guard or a diverging loss: {', '.join(stopped)}")
+    click.echo("Final model (the one saved):" if devices.chief else "Final model:")
+    click.echo(f"Test: {evaluate(pruned, data.test())}")
+    print_report(sparsity_report(pruned))
+    if not devices.chief:
+        click.echo(f"Not saving: worker {devices.worker} is not the chief (the chief saves the model)")
+        return
+    save_model(pruned, out)
+    click.echo(f"Saved pruned model to {out}")
+    if settings.checkpoint_dir is not None:
+        shutil.rmtree(settings.checkpoint_dir, ignore_errors=True)
 
 
 @click.command()
@@ -111,17 +212,12 @@ class _PrunerChoice(click.Choice):
     help="Conf file: layers on line 1, fractions on line 2 (CSV). Default: "
     "<model>.conf beside the model; with --layers and no -p, only those layers' fractions are used.",
 )
-@click.option("--pruner", "-pruner", type=_PrunerChoice(), default="magnitude", show_default=True, help="Criterion that ranks the weights (mag = magnitude; docs/criteria.md), or a method that also updates the kept weights (sparsegpt, wanda; docs/one-shot.md).")
+@pruner_option("Criterion that ranks the weights (mag = magnitude; docs/criteria.md), or a method that also updates the kept weights (sparsegpt, wanda; docs/one-shot.md).")
 @click.option("--pattern", default=None, metavar="N:M|RxC", help="Sparsity pattern: N:M keeps at most N of each M consecutive inputs (2:4, 4:8); RxC prunes whole blocks of R inputs by C outputs. A layer ends at max(fraction, (M-N)/M) with N:M. Layer scope, weight granularity.")
-@click.option("--scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True, help="layer: each layer loses its own fraction; global: the layers together lose as many weights, wherever the scores are lowest (pruned and retrained together).")
-@click.option("--normalization", type=click.Choice(["none", "mean", "l2"]), default=None, help="With --scope global, how each layer's scores are rescaled. Default: the pruner's own (none for loss-change pruners, mean for magnitude).")
-@click.option("--probes", type=click.IntRange(min=1), default=None, help="taylor2/taylor12: Hessian probes per scoring batch [default: 4].")
-@click.option("--hessian", type=click.Choice(["hutchinson", "gauss-newton"]), default=None, help="taylor2/taylor12: Hessian-diagonal estimate [default: hutchinson].")
-@click.option("--gate-penalty", type=click.FloatRange(min=0), default=None, help="l1/l2: coefficient of the penalty on the gates [default: 1e-4].")
-@click.option("--gate-epochs", type=click.IntRange(min=1), default=None, help="l1/l2: passes over the scoring batches to learn the gates [default: 5].")
-@click.option("--emp-budget", type=click.IntRange(min=1), default=None, help="emp: weight-image evaluations per layer; a layer of N weights is scored on budget/N images at most [default: 4194304].")
-@click.option("--retrain", "-reTrain", is_flag=True, help="Retrain after each layer's pruning step.")
-@click.option("--epochs", "-nEpochs", type=click.IntRange(min=0), default=1, show_default=True, help="Retraining epochs after each step.")
+@click.option("--scope", type=LibraryChoice("scope"), default="layer", show_default=True, help="layer: each layer loses its own fraction; global: the layers together lose as many weights, wherever the scores are lowest (pruned and retrained together).")
+@click.option("--normalization", type=LibraryChoice("normalization"), default=None, help="With --scope global, how each layer's scores are rescaled. Default: the pruner's own (none for loss-change pruners, mean for magnitude).")
+@pruner_options
+@retraining_options("Retrain after each layer's pruning step.")
 @click.option(
     "--iterations",
     "-iPruning",
@@ -134,7 +230,7 @@ class _PrunerChoice(click.Choice):
 @click.option("--reload", "-reLoad", is_flag=True, help="Start every step from the unpruned model (sensitivity data).")
 @click.option(
     "--schedule",
-    type=click.Choice(["linear", "cubic"]),
+    type=LibraryChoice("schedule"),
     default="linear",
     show_default=True,
     help="linear: step i of N prunes each layer to fraction*i/N, layer after layer; cubic: "
@@ -149,21 +245,16 @@ class _PrunerChoice(click.Choice):
     "many percentage points below the unpruned model's is reverted exactly, and that "
     "layer is pruned no further.",
 )
-@click.option("--gpu", default=None, metavar="IDS", help="Run on these GPUs (e.g. 0 or 0,1); several train under MirroredStrategy.")
+@device_options
 @click.option("-cuda", "cuda", is_flag=True, help="The original's flag: run on the first GPU (--gpu 0).")
-@click.option("--cpu", is_flag=True, help="Run on the CPU even if there is a GPU.")
 @click.option("--multi-worker", is_flag=True, help="Train under MultiWorkerMirroredStrategy as the TF_CONFIG environment variable describes (docs/iterative.md).")
-@click.option("--log-dir", "-logDir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write <job-id>.csv (the original's plotlog columns first), .jsonl and .options.json here.")
-@click.option("--job-id", "-jobID", default="localMain", show_default=True, help="Prefix of the log file names.")
-@click.option("--log-test", is_flag=True, help="Also measure the test split after every step (reported and logged; decisions never use it).")
+@log_options(None, "localMain", "Write <job-id>.csv (the original's plotlog columns first), .jsonl and .options.json here.")
 @click.option("--tensorboard", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write TensorBoard scalars (per-layer sparsity, validation loss and accuracy, training curves) here.")
 @click.option("-test", "test_only", is_flag=True, help="Only report the shipped pruned model (or -m MODEL), like `keras-prune test`.")
-@click.option("--lr", "-LR", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True, help="SGD learning rate for retraining.")
-@click.option("--momentum", "-momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum for retraining.")
 @click.option("--augment", is_flag=True, help="Shift retraining images by up to 2 pixels each epoch.")
 @click.option(
     "--granularity",
-    type=click.Choice(["weight", "neuron", "filter", "head"]),
+    type=LibraryChoice("granularity"),
     default="weight",
     show_default=True,
     help="Prune single weights, or whole units: neuron and filter both remove whole "
@@ -172,11 +263,19 @@ class _PrunerChoice(click.Choice):
 )
 @click.option(
     "--unit-norm",
-    type=click.Choice(["l1", "l2"]),
+    type=LibraryChoice("unit norm"),
     default="l1",
     show_default=True,
     help="At neuron/filter granularity, rank units by the sum (l1) or the L2 norm of "
     "their weights' scores (with magnitude: the unit's L1 or L2 norm).",
+)
+@click.option(
+    "--round-to",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="At neuron/filter/head granularity, keep a multiple of this many units in each "
+    "pruned layer (e.g. 8 or 16, for hardware-friendly shapes); 1: no rounding.",
 )
 @click.option("--score-batches", type=click.IntRange(min=1), default=20, show_default=True, help="Training batches a data-driven criterion scores on.")
 @batch_size_option
@@ -191,8 +290,8 @@ class _PrunerChoice(click.Choice):
     "every step (default: <out>.checkpoint); removed once the pruned model is saved.",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint (give the same options).")
-@click.option("--unsafe", is_flag=True, help="Allow models that contain code (Lambda layers).")
-def run(model_path, layers, fraction, config, pruner, pattern, scope, normalization, probes, hessian, gate_penalty, gate_epochs, emp_budget, retrain, epochs, iterations, reload, schedule, acc_tradeoff, gpu, cuda, cpu, multi_worker, log_dir, job_id, log_test, tensorboard, test_only, lr, momentum, augment, granularity, unit_norm, score_batches, batch_size, seed, data_dir, dataset, out, checkpoint_dir, resume, unsafe):
+@unsafe_option
+def run(**options: Any) -> None:
     """Prune layers of a trained model, optionally retraining, then report and save.
 
     \b
@@ -205,99 +304,32 @@ def run(model_path, layers, fraction, config, pruner, pattern, scope, normalizat
     """
     from keras_prune.devices import select_devices
 
-    options = dict(click.get_current_context().params)
     # Devices first: they must be chosen before anything creates a tensor.
-    devices = select_devices(gpus="0" if cuda and gpu is None else gpu, cpu=cpu, multi_worker=multi_worker)
-    from keras_prune.checkpoint import CHECKPOINT_FILE
-    from keras_prune.errors import InputError
-    from keras_prune.experiment import RunSettings, run_pruning
-    from keras_prune.report import sparsity_report
+    gpus = "0" if options["cuda"] and options["gpu"] is None else options["gpu"]
+    devices = select_devices(gpus=gpus, cpu=options["cpu"], multi_worker=options["multi_worker"])
+    from keras_prune.experiment import run_pruning
     from keras_prune.resources import PRETRAINED_MODEL
-    from keras_prune.selection import parse_pattern
-    from keras_prune.storage import load_model, save_model
-    from keras_prune.training import evaluate
+    from keras_prune.storage import load_model
 
-    if test_only:
+    if options["test_only"]:
         from keras_prune_cli.commands.test import report_model
 
-        report_model(model_path, data_dir, dataset, unsafe)
+        report_model(options["model_path"], options["data_dir"], options["dataset"], options["unsafe"])
         return
-    pruner = "magnitude" if pruner == "mag" else pruner
-    pattern = parse_pattern(pattern)
-    given = {"probes": probes, "hessian": hessian, "penalty": gate_penalty, "epochs": gate_epochs, "budget": emp_budget}
-    model_path = model_path or PRETRAINED_MODEL
-    out = out or Path(f"{model_path.stem}_pruned.keras")
-    checkpoints = retrain and epochs > 0 and not reload and schedule == "linear" and not multi_worker
-    if checkpoints:
-        checkpoint_dir = checkpoint_dir or out.with_name(out.name + ".checkpoint")
-    elif resume or checkpoint_dir is not None:
-        raise InputError(
-            "checkpoints are written when retraining with the linear schedule, without "
-            "--reload or --multi-worker; --checkpoint-dir and --resume need such a run"
-        )
-    settings = RunSettings(
-        criterion=pruner,
-        iterations=iterations,
-        retrain=retrain,
-        epochs=epochs,
-        reload=reload,
-        lr=lr,
-        momentum=momentum,
-        batch_size=batch_size,
-        augment=augment,
-        seed=seed,
-        score_batches=score_batches,
-        granularity=granularity,
-        unit_norm=unit_norm,
-        pattern=None if pattern is None else str(pattern),
-        scope=scope,
-        normalization=normalization,
-        criterion_options={name: value for name, value in given.items() if value is not None},
-        progress=True,
-        schedule=schedule,
-        acc_tradeoff=acc_tradeoff,
-        log_test=log_test,
-        checkpoint_dir=str(checkpoint_dir) if checkpoints else None,
-        resume=resume,
-    )
-    if checkpoints and not resume and (checkpoint_dir / CHECKPOINT_FILE).exists():
-        raise InputError(
-            f"{checkpoint_dir} holds the checkpoint of an interrupted run: add --resume to "
-            "continue it, or remove the folder to start again"
-        )
-    model = load_model(model_path, safe_mode=not unsafe)
-    plan, source = _resolve_plan(layers, fraction, config, model_path, model)
-    data = load_data(data_dir, dataset)
-    seed_everything(seed)
+    model_path = options["model_path"] or PRETRAINED_MODEL
+    out = options["out"] or Path(f"{model_path.stem}_pruned.keras")
+    settings = _settings(options, out)
+    _refuse_an_interrupted_run(settings)
+    model = load_model(model_path, safe_mode=not options["unsafe"])
+    plan, source = _resolve_plan(options["layers"], options["fraction"], options["config"], model_path, model)
+    data = load_data(options["data_dir"], options["dataset"])
+    seed_everything(settings.seed)
     click.echo(f"Devices: {devices.description}")
     click.echo(f"Model: {model_path}")
-    click.echo(
-        f"Plan ({source}): "
-        + ", ".join(f"{s} -> {f:g}" for s, f in plan.items())
-        + f"; pruner {pruner}"
-        + (f", pattern {pattern}" if pattern is not None else "")
-        + f", {iterations} step(s)"
-        + (f", retraining {epochs} epoch(s) per step" if retrain else ", no retraining")
-        + (", reloading the model every step" if reload else "")
-        + (f", {schedule} schedule" if schedule != "linear" else "")
-        + (f", accuracy guard {acc_tradeoff:g} points" if acc_tradeoff is not None else "")
-    )
-    if checkpoints:
-        click.echo(f"{'Resuming from' if resume else 'Checkpoints in'} {checkpoint_dir}")
-    listeners = [_StepPrinter()]
-    callbacks = []
-    if log_dir is not None and devices.chief:
-        from keras_prune.runlog import RunLog
-
-        run_log = RunLog(log_dir, job_id, options=options, test_error=log_test)
-        listeners.append(run_log.write)
-        click.echo(f"Logging to {run_log.csv_path} and {run_log.jsonl_path}")
-    if tensorboard is not None and devices.chief:
-        from keras_prune.runlog import TensorBoardLog
-
-        board = TensorBoardLog(tensorboard)
-        listeners.append(board.write)
-        callbacks.append(board)
+    click.echo(_describe_plan(plan, source, settings))
+    if settings.checkpoint_dir is not None:
+        click.echo(f"{'Resuming from' if settings.resume else 'Checkpoints in'} {settings.checkpoint_dir}")
+    listeners, callbacks = _listeners(options, devices.chief)
 
     def on_step(result):
         for listener in listeners:
@@ -306,17 +338,4 @@ def run(model_path, layers, fraction, config, pruner, pattern, scope, normalizat
     pruned, results = run_pruning(
         model, plan, data, settings, on_step=on_step, on_prune=_print_pruned, strategy=devices.strategy, callbacks=callbacks
     )
-    stopped = [f"Layer{r.index}" if r.index is not None else r.layer for r in results if r.reverted]
-    if stopped:
-        click.echo(f"Stopped by the accuracy guard or a diverging loss: {', '.join(stopped)}")
-    click.echo("Final model (the one saved):" if devices.chief else "Final model:")
-    test = evaluate(pruned, data.test())
-    click.echo(f"Test: {test}")
-    print_report(sparsity_report(pruned))
-    if not devices.chief:
-        click.echo(f"Not saving: worker {devices.worker} is not the chief (the chief saves the model)")
-        return
-    save_model(pruned, out)
-    click.echo(f"Saved pruned model to {out}")
-    if checkpoints:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    _report_and_save(pruned, results, data, devices, out, settings)

@@ -9,11 +9,16 @@ import click
 from keras_prune_cli.common import (
     batch_size_option,
     data_options,
+    device_options,
     fractions_from_conf,
     load_data,
+    log_options,
     model_option,
+    pruner_option,
+    retraining_options,
     seed_everything,
     seed_option,
+    unsafe_option,
 )
 
 
@@ -31,21 +36,15 @@ def _print_row(result) -> None:
 @click.option("--steps", type=click.IntRange(min=1), default=9, show_default=True, help="Points per layer; step i prunes the layer alone to fraction*i/steps.")
 @click.option("-p", "--fraction", type=click.FloatRange(0, 1), default=None, help="The largest fraction pruned, reached at the last step [default: 0.9; with --layers, each layer's fraction in the conf].")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Conf file giving the fractions of --layers when -p is not given. Default: <model>.conf beside the model.")
-@click.option("--pruner", default="magnitude", show_default=True, help="Criterion that ranks the weights (see `keras-prune run --help`).")
-@click.option("--retrain", is_flag=True, help="Retrain after each step (from the trained model every time).")
-@click.option("--epochs", type=click.IntRange(min=0), default=1, show_default=True, help="Retraining epochs per step.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True, help="SGD learning rate for retraining.")
-@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum for retraining.")
-@click.option("--metric", type=click.Choice(["accuracy", "error"]), default="accuracy", show_default=True, help="What the plot's y-axis shows.")
-@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("logs"), show_default=True, help="Folder for <job-id>.csv, .jsonl, .options.json and .png.")
-@click.option("--job-id", default="sensitivity", show_default=True, help="Prefix of the file names.")
-@click.option("--log-test", is_flag=True, help="Also measure the test split at every point (logged; the plot stays on validation).")
-@click.option("--gpu", default=None, metavar="IDS", help="Run on these GPUs (e.g. 0 or 0,1).")
-@click.option("--cpu", is_flag=True, help="Run on the CPU even if there is a GPU.")
+@pruner_option("Criterion that ranks the weights, or a method (see `keras-prune run --help`).")
+@retraining_options("Retrain after each step (from the trained model every time).")
+@click.option("--metric", type=click.Choice(["accuracy", "error"]), default="accuracy", show_default=True, help="What the plot's y-axis shows (the plot stays on validation).")
+@log_options(Path("logs"), "sensitivity", "Folder for <job-id>.csv, .jsonl, .options.json and .png.")
+@device_options
 @batch_size_option
 @seed_option
 @data_options
-@click.option("--unsafe", is_flag=True, help="Allow models that contain code (Lambda layers).")
+@unsafe_option
 def sensitivity(model_path, layers, steps, fraction, config, pruner, retrain, epochs, lr, momentum, metric, log_dir, job_id, log_test, gpu, cpu, batch_size, seed, data_dir, dataset, unsafe):
     """Prune each layer alone, step by step, and plot accuracy against fraction pruned.
 
@@ -65,18 +64,15 @@ def sensitivity(model_path, layers, steps, fraction, config, pruner, retrain, ep
     options = dict(click.get_current_context().params)
     # Devices first: they must be chosen before anything creates a tensor.
     devices = select_devices(gpus=gpu, cpu=cpu)
-    from keras_prune.criteria import get_criterion
     from keras_prune.errors import InputError
-    from keras_prune.experiment import RunSettings
     from keras_prune.plan import parse_selectors
     from keras_prune.plotting import plot_log
     from keras_prune.resources import PRETRAINED_MODEL
     from keras_prune.runlog import RunLog
     from keras_prune.sensitivity import sensitivity as sweep
+    from keras_prune.settings import RunSettings
     from keras_prune.storage import load_model
 
-    pruner = "magnitude" if pruner == "mag" else pruner
-    get_criterion(pruner)  # an unknown name fails now, before any loading
     if config is not None and (layers is None or fraction is not None):
         raise InputError("--config gives the fractions of --layers; give it with --layers and without -p")
     selectors = parse_selectors(layers) if layers is not None else None

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from keras_prune_cli.common import unsafe_option
+
 CHECK_EXAMPLES = 32
 
 
@@ -42,8 +44,14 @@ def _largest_difference(model, small) -> float | None:
     default=None,
     help="Where to save the shrunk model (.keras). Default: <model>_shrunk.keras here.",
 )
-@click.option("--unsafe", is_flag=True, help="Allow models that contain code (Lambda layers).")
-def shrink(model_path, out, unsafe):
+@click.option(
+    "--fold-batchnorm",
+    is_flag=True,
+    help="Also fold BatchNormalization layers into the Dense/Conv layers they follow "
+    "(a serving model: same outputs at inference, no normalisation layers to train).",
+)
+@unsafe_option
+def shrink(model_path, out, fold_batchnorm, unsafe):
     """Remove pruned neurons and filters from a model and save the smaller model.
 
     A unit (Dense neuron, Conv filter) whose weights are all pruned is removed with
@@ -63,7 +71,7 @@ def shrink(model_path, out, unsafe):
 
     out = out or Path(f"{model_path.stem}_shrunk.keras")
     model = load_model(model_path, safe_mode=not unsafe)
-    small, report = shrink_with_report(model)
+    small, report = shrink_with_report(model, fold_batchnorm=fold_batchnorm)
     click.echo(f"Model: {model_path}")
     click.echo(str(report))
     diff = _largest_difference(model, small)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_prune_cli.common import data_options, load_data, model_option, print_report
+from keras_prune_cli.common import data_options, load_data, model_option, print_report, unsafe_option
 
 
 def report_model(model_path: Path | None, data_dir, dataset, unsafe: bool = False) -> None:
@@ -29,7 +29,7 @@ def report_model(model_path: Path | None, data_dir, dataset, unsafe: bool = Fals
 @click.command()
 @model_option("the shipped pruned lenet5 (saved_models/lenet5_pruned.keras)")
 @data_options
-@click.option("--unsafe", is_flag=True, help="Allow models that contain code (Lambda layers).")
+@unsafe_option
 def test(model_path, data_dir, dataset, unsafe):
     """Report a model's per-layer sparsity, total compression and test error.
 

@@ -21,6 +21,9 @@ Cost is then about N x n evaluations of the suffix alone for n images, with no
 per-weight Python or eager overhead. A weight that is already zero has score 0
 exactly and costs nothing.
 
+Score: by default the signed change shrunk towards 0 by two standard errors of its
+mean (from the per-image changes), damped; see `Empirical`.
+
 Sample budget: a layer with N non-zero weights is scored on its first
 ``min(n, max(1, budget // N))`` scoring images, so large layers (LeNet-5's fc1:
 288,000 weights) use fewer images and stay practical.
@@ -43,7 +46,7 @@ from keras_prune.criteria.objective import (
     fixed_batches,
     progress_bar,
 )
-from keras_prune.errors import InputError
+from keras_prune.errors import BackendError, InputError
 from keras_prune.wrapper import PruneWrapper
 
 _BLOCK_ELEMENTS = 2**23
@@ -180,17 +183,22 @@ class _LayerRemoval:
             repeats = tf.concat([[count], tf.ones(tf.rank(y) - 1, tf.int32)], axis=0)
             per_image = self.loss.per_sample(tf.tile(y, repeats), self._suffix(flat))
             per_image = tf.reshape(per_image, (groups, channels, -1))
-            return tf.reduce_sum(per_image - tf.cast(base_losses, per_image.dtype), axis=-1)
+            change = per_image - tf.cast(base_losses, per_image.dtype)
+            return tf.reduce_sum(change, axis=-1), tf.reduce_sum(tf.square(change), axis=-1)
 
         return changes
 
-    def measure(self, index: int, separable: bool, plan: _Plan, x_all, y_all, bar) -> np.ndarray:
-        """Loss change of zeroing each weight of variable `index`, shaped like it."""
+    def measure(
+        self, index: int, separable: bool, plan: _Plan, x_all, y_all, bar
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean loss change of zeroing each weight of variable `index`, and the mean of
+        its per-image squares, both shaped like the variable."""
         weight = self.effective[index].numpy()
         matrix_shape = (-1, weight.shape[-1]) if separable else (-1, 1)
         totals = np.zeros(np.reshape(weight, matrix_shape).shape, np.float64)
+        squares = np.zeros_like(totals)
         if not len(plan.rows):
-            return totals.reshape(weight.shape)
+            return totals.reshape(weight.shape), squares.reshape(weight.shape)
         changes = self.changes_function(index, separable, plan.groups_per_call)
         padding = -len(plan.rows) % plan.groups_per_call
         rows = np.concatenate([plan.rows, np.full((padding, plan.rows.shape[1]), -1, np.int32)])
@@ -201,13 +209,16 @@ class _LayerRemoval:
             inputs, base_outputs, base_losses = self.base(x, y)
             for first in range(0, len(rows), plan.groups_per_call):
                 chunk = rows[first : first + plan.groups_per_call]
-                summed = changes(inputs, base_outputs, base_losses, y, tf.constant(chunk)).numpy()
+                summed, summed_squares = changes(inputs, base_outputs, base_losses, y, tf.constant(chunk))
                 valid = chunk >= 0
                 where = (chunk[valid], np.broadcast_to(channels, chunk.shape)[valid])
-                np.add.at(totals, where, summed[valid])
+                np.add.at(totals, where, summed.numpy()[valid])
+                np.add.at(squares, where, summed_squares.numpy()[valid])
                 if bar is not None:
                     bar.add(1)
-        return (totals / plan.images).reshape(weight.shape).astype(weight.dtype)
+        return tuple(
+            (sums / plan.images).reshape(weight.shape).astype(weight.dtype) for sums in (totals, squares)
+        )
 
 
 @register_criterion("emp")
@@ -221,18 +232,28 @@ class Empirical(Criterion):
     (`objective.TaskLoss`), with its own labels: integer, one-hot or regression
     targets.
 
-    The score is ``|dL_k|`` (``absolute=True``, the default) or ``dL_k``, damped
-    (`objective.damp`, power 2) by the default ``damping``. Signed and undamped, emp
-    prunes the shipped LeNet-5 to 90% test error with its conf, one-shot: a change
-    measured on a few images is mostly noise, and the signed score sends first the
-    weights whose noise points down (docs/criteria.md has the measurements).
+    The default score is the signed change ``dL_k`` shrunk towards 0 by its noise:
+    ``sign(dL_k) * max(|dL_k| - significance * se_k, 0)``, with ``se_k`` the standard
+    error of the mean over the images it was measured on (from the per-image
+    changes), then damped (`objective.damp`, power 2). A change within
+    `significance` standard errors of 0 counts as 0, so the weight's size decides;
+    a significant negative change (removing the weight lowers the loss, as on a
+    model already damaged by pruning) sends the weight first. Signed, unshrunk and
+    undamped, emp prunes the shipped LeNet-5 to 90% test error with its conf,
+    one-shot: a change measured on a few images is mostly noise, and the signed
+    score sends first the weights whose noise points down (docs/criteria.md has the
+    measurements behind each default).
 
     Args:
         budget: weight-image evaluations per prunable variable: one with N non-zero
             weights is scored on its first ``min(all, max(1, budget // N))`` scoring
             images. The default, 2**22, scores LeNet-5's conv1 on 2,560 images
             (20 batches of 128), conv2 on 291 and fc1 on 14.
-        absolute: score the size of the change, ``|dL_k|``, not its sign.
+        absolute: score the size of the (shrunk) change, ``|dL_k|``, not its sign.
+        per_sample: score ``sqrt(mean_i dL_ik^2)``, the root mean square of the
+            per-image changes, instead (`absolute` and `significance` then do not apply).
+        significance: standard errors by which each change is shrunk towards 0,
+            >= 0 (0: the measured mean change as it is).
         damping: weight of the ``w^2`` prior, >= 0 (0: the measured change alone).
         verbose: show a progress bar.
 
@@ -253,7 +274,9 @@ class Empirical(Criterion):
     def __init__(
         self,
         budget: int = 2**22,
-        absolute: bool = True,
+        absolute: bool = False,
+        per_sample: bool = False,
+        significance: float = 2.0,
         damping: float = 10.0,
         verbose: bool = False,
     ):
@@ -261,10 +284,19 @@ class Empirical(Criterion):
             raise InputError(f"emp budget must be a positive integer, got {budget}")
         self.budget = int(budget)
         self.absolute = bool(absolute)
+        self.per_sample = bool(per_sample)
+        if not significance >= 0:
+            raise InputError(f"emp significance must be >= 0, got {significance}")
+        self.significance = float(significance)
         self.damping = check_damping(damping)
         self.verbose = verbose
 
     def score(self, layers, model=None, data=None) -> Scores:
+        if keras.backend.backend() != "tensorflow":  # its batched removals are tf.functions
+            raise BackendError(
+                f"criterion 'emp' runs on the tensorflow backend only; KERAS_BACKEND is "
+                f"'{keras.backend.backend()}' (magnitude, taylor1, taylor2, taylor12, l1 and l2 run on it)"
+            )
         model = check_model(model, self.name)
         batches = fixed_batches(data, self.name)
         x_all = tf.concat([x for x, _ in batches], axis=0)
@@ -281,10 +313,20 @@ class Empirical(Criterion):
                 work.append((layer, removal, index, separable, plan))
         bar = progress_bar(sum(item[4].steps for item in work), self.verbose, "call")
         scores: dict[PruneWrapper, list[np.ndarray]] = {layer: [] for layer in layers}
+        measured: dict[PruneWrapper, list[np.ndarray]] = {layer: [] for layer in layers}
         for layer, removal, index, separable, plan in work:
-            change = removal.measure(index, separable, plan, x_all, y_all, bar)
+            change, square = removal.measure(index, separable, plan, x_all, y_all, bar)
+            if self.per_sample:
+                measured[layer].append(np.sqrt(square))
+                scores[layer].append(measured[layer][-1])
+                continue
+            measured[layer].append(change)
+            if self.significance > 0 and plan.images > 1:
+                n = plan.images
+                error = np.sqrt(np.maximum(square - change**2, 0.0) / (n - 1))
+                change = np.sign(change) * np.maximum(np.abs(change) - self.significance * error, 0.0)
             scores[layer].append(np.abs(change) if self.absolute else change)
         return {
-            layer: damp(found, layer.effective_weights(), self.damping, 2)
+            layer: damp(found, layer.effective_weights(), self.damping, 2, scale=measured[layer])
             for layer, found in scores.items()
         }

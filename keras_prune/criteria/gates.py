@@ -29,8 +29,9 @@ from typing import Iterable, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from keras_prune import autodiff
 from keras_prune.criteria.base import Criterion, Scores, register_criterion
 from keras_prune.criteria.objective import (
     TaskLoss,
@@ -93,10 +94,10 @@ class GateCriterion(Criterion):
         self.damping = check_damping(damping)
         self.verbose = verbose
 
-    def _penalty(self, gates: list[keras.Variable]) -> tf.Tensor:
+    def _penalty(self, gates: Sequence) -> object:
         if self.norm == "l1":
-            return tf.add_n([tf.reduce_sum(tf.abs(a)) for a in gates])
-        return tf.add_n([tf.reduce_sum(tf.square(a)) for a in gates])
+            return sum(ops.sum(ops.abs(a)) for a in gates)
+        return sum(ops.sum(ops.square(a)) for a in gates)
 
     def learn_gates(
         self,
@@ -131,28 +132,22 @@ class GateCriterion(Criterion):
         ]
         optimizer = keras.optimizers.Adam(self.learning_rate)
         optimizer.build(learned)
-        penalty = tf.constant(self.penalty)
 
-        @tf.function
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                gated = [(w, w.value * a.value) for w, a in zip(weights, learned)]
-                with keras.StatelessScope(state_mapping=gated):
-                    outputs = model(x, training=False)
-                task = loss.mean(y, outputs)
-                value = task + tf.cast(penalty, task.dtype) * tf.cast(
-                    self._penalty(learned), task.dtype
-                )
-            grads = tape.gradient(value, learned)
-            optimizer.apply_gradients(zip(grads, learned))
-            return value
+        def objective(gates, x, y):
+            gated = [w.value * a for w, a in zip(weights, gates)]
+            with autodiff.substituted(weights, gated):
+                outputs = model(x, training=False)
+            task = loss.mean(y, outputs)
+            return task + ops.cast(self.penalty * self._penalty(gates), task.dtype)
 
+        gradient = autodiff.gradient(objective)
         bar = progress_bar(self.epochs * len(batches), self.verbose, "step")
         for _ in range(self.epochs):
             for x, y in batches:
-                value = step(x, y)
+                grads = gradient([a.value for a in learned], x, y)
+                optimizer.apply_gradients(zip(grads, learned))
                 if bar is not None:
-                    bar.add(1, values=[("objective", float(value))])
+                    bar.add(1)
         return [keras.ops.convert_to_numpy(a.value) for a in learned]
 
     def score(self, layers, model=None, data=None) -> Scores:

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from keras_prune.errors import InputError
 from keras_prune.wrapper import PruneWrapper
@@ -81,28 +82,26 @@ class TaskLoss:
         """The loss of each image (unreduced), shape ``(batch,)``; for a model compiled
         with one loss per output, the sum of the outputs' losses."""
         if isinstance(self.loss, list):
-            return tf.add_n(
-                [
-                    self._one(loss, self._pick(y_true, i), self._pick(y_pred, i))
-                    for i, loss in enumerate(self.loss)
-                ]
+            return sum(
+                self._one(loss, self._pick(y_true, i), self._pick(y_pred, i))
+                for i, loss in enumerate(self.loss)
             )
         return self._one(self.loss, y_true, y_pred)
 
     @staticmethod
     def _one(loss, y_true, y_pred) -> tf.Tensor:
-        if y_true.dtype.is_floating:
-            y_true = tf.cast(y_true, y_pred.dtype)
+        if "float" in keras.backend.standardize_dtype(y_true.dtype):
+            y_true = ops.cast(y_true, y_pred.dtype)
         if isinstance(loss, keras.losses.Loss):
             losses = loss.call(y_true, y_pred)
         else:
             losses = loss(y_true, y_pred)
         rank = len(losses.shape)
-        return tf.reduce_mean(losses, axis=list(range(1, rank))) if rank > 1 else losses
+        return ops.mean(losses, axis=list(range(1, rank))) if rank > 1 else losses
 
     def mean(self, y_true, y_pred) -> tf.Tensor:
         """The mean loss over the batch."""
-        return tf.reduce_mean(self.per_sample(y_true, y_pred))
+        return ops.mean(self.per_sample(y_true, y_pred))
 
     def categorical_logits(self, y_pred) -> tf.Tensor:
         """Logits of the model's predictive distribution, for sampling labels.
@@ -128,7 +127,7 @@ class TaskLoss:
             )
         if from_logits:
             return y_pred
-        return tf.math.log(tf.maximum(y_pred, tf.cast(1e-12, y_pred.dtype)))
+        return ops.log(ops.maximum(y_pred, ops.cast(1e-12, y_pred.dtype)))
 
 
 SCORE_BATCHES = 20
@@ -313,6 +312,8 @@ def _pair(element, number: int, what: str) -> Batch:
                 f"{what}: batch {number} of the data is not numbers with a batch axis "
                 f"(got {leaf.dtype.name} of shape {leaf.shape})"
             )
+    if keras.backend.backend() != "tensorflow":  # other backends take numpy, not tf.Tensors
+        x, y = tf.nest.map_structure(lambda t: t.numpy(), (x, y))
     return x, y
 
 
@@ -356,7 +357,11 @@ def progress_bar(target: int, verbose: bool, unit: str) -> keras.utils.Progbar |
 
 
 def damp(
-    scores: Sequence[np.ndarray], weights: Sequence[np.ndarray], damping: float, power: int
+    scores: Sequence[np.ndarray],
+    weights: Sequence[np.ndarray],
+    damping: float,
+    power: int,
+    scale: Sequence[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Scores plus a prior proportional to ``|w|^power``: a damped estimate.
 
@@ -377,6 +382,8 @@ def damp(
         weights: the effective weights, same shapes.
         damping: the prior's weight, >= 0.
         power: 1 for first-order scores (``|g w|``), 2 for second-order ones.
+        scale: arrays whose mean absolute value replaces ``mean(|score|)`` (emp
+            passes its unshrunk changes, since its shrunk ones may all be 0).
 
     Returns:
         The damped scores (pruned weights keep score 0 plus nothing: their prior is 0).
@@ -388,11 +395,11 @@ def damp(
     ```
     """
     out = []
-    for score, weight in zip(scores, weights):
+    for score, weight, sizes in zip(scores, weights, scores if scale is None else scale):
         kept = weight != 0
         prior = np.abs(weight) ** power
-        scale = np.abs(score[kept]).mean() / prior[kept].mean() if kept.any() and prior[kept].mean() > 0 else 0.0
-        out.append(score + damping * scale * prior)
+        unit = np.abs(sizes[kept]).mean() / prior[kept].mean() if kept.any() and prior[kept].mean() > 0 else 0.0
+        out.append(score + damping * unit * prior)
     return out
 
 

@@ -7,7 +7,8 @@ Removing weight ``w_k`` (setting it to 0) changes the loss ``L`` by
 with ``g`` the gradient and ``h_kk`` the Hessian diagonal of the mean loss over the
 scoring batches. `Taylor1` keeps the first-order term (Molchanov et al. 2017, 2019),
 `Taylor2` the second-order term (Optimal Brain Damage, LeCun et al. 1990) and
-`Taylor12` both. All gradients come from `tf.GradientTape`; the Hessian diagonal from
+`Taylor12` both. All derivatives come from the backend's autodiff
+(`keras_prune.autodiff`: `tf.GradientTape` or `jax.grad`); the Hessian diagonal from
 Hutchinson probes (forward-over-backward Hessian-vector products) or a Monte-Carlo
 Gauss-Newton estimate (see `hessian_diagonal`).
 
@@ -24,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_prune import autodiff
 from keras_prune.criteria.base import Criterion, Scores, register_criterion
 from keras_prune.criteria.objective import (
     Batch,
@@ -75,14 +77,19 @@ def _check_hessian(hessian: str) -> str:
     return hessian
 
 
-def _rademacher(shape, seed, dtype) -> tf.Tensor:
-    bits = tf.random.stateless_uniform(shape, seed, minval=0, maxval=2, dtype=tf.int32)
-    return tf.cast(2 * bits - 1, dtype)
+def _probes(variables, masks, seed_pair: np.ndarray) -> list[np.ndarray]:
+    """Rademacher probes (entries +-1) on the kept weights, one per variable.
 
-
-def _dense(grads):
-    """Gradients as dense tensors: an Embedding's gradient is an IndexedSlices."""
-    return [tf.convert_to_tensor(g) for g in grads]
+    Drawn by TensorFlow's stateless generator, whatever the backend, so every backend
+    estimates with the same probes.
+    """
+    probes = []
+    for i, (v, m) in enumerate(zip(variables, masks)):
+        folded = tf.random.experimental.stateless_fold_in(seed_pair, i)
+        bits = tf.random.stateless_uniform(v.shape, folded, minval=0, maxval=2, dtype=tf.int32)
+        sign = (2 * bits.numpy() - 1).astype(v.dtype)
+        probes.append(sign * keras.ops.convert_to_numpy(m.value).astype(v.dtype))
+    return probes
 
 
 def derivatives(
@@ -100,8 +107,8 @@ def derivatives(
 
     - ``"hutchinson"``: ``diag(H) = E[z * Hz]`` for Rademacher ``z`` (entries +-1),
       unbiased for the exact diagonal. Each probe costs one Hessian-vector product,
-      computed forward-over-backward (`tf.autodiff.ForwardAccumulator` around a
-      `tf.GradientTape`), about three times a gradient. Its error per entry is the
+      computed forward-over-backward (`autodiff.hessian_vector`), about three times
+      a gradient. Its error per entry is the
       norm of that row's off-diagonal Hessian entries over sqrt(probes * batches).
     - ``"gauss-newton"``: the Gauss-Newton diagonal, which for softmax
       cross-entropy is the Fisher information. With labels ``y~`` sampled from the
@@ -139,67 +146,53 @@ def derivatives(
     if hessian is not None:
         _check_hessian(hessian)
     variables = scored_variables(layers)
-    sources = [v.value for v in variables]  # tf.Variables: the tape zero-fills unconnected ones
     masks = [m for layer in layers for m in layer.masks]
     loss = TaskLoss(model)
     weights = [w for layer in layers for w in layer.effective_weights()]
-    dtypes = [v.dtype for v in variables]
-    zero = tf.UnconnectedGradients.ZERO
+    values = [v.value for v in variables]
 
-    @tf.function(reduce_retracing=True)
-    def gradient_step(x, y):
-        with tf.GradientTape() as tape:
-            value = loss.mean(y, model(x, training=False))
-        return _dense(tape.gradient(value, sources, unconnected_gradients=zero))
+    def mean_loss(values, x, y):
+        with autodiff.substituted(variables, values):
+            return loss.mean(y, model(x, training=False))
 
-    @tf.function(reduce_retracing=True)
-    def hutchinson_step(x, y, seed_pair):
-        # Probes live on the kept weights only: a pruned weight is held at zero, so
-        # it is not a direction the Hessian may couple to the kept ones.
-        probes_z = [
-            _rademacher(v.shape, tf.random.experimental.stateless_fold_in(seed_pair, i), dt)
-            * tf.cast(m, dt)
-            for i, (v, m, dt) in enumerate(zip(variables, masks, dtypes))
-        ]
-        with tf.autodiff.ForwardAccumulator([v.value for v in variables], probes_z) as acc:
-            with tf.GradientTape() as tape:
-                value = loss.mean(y, model(x, training=False))
-            grads = _dense(tape.gradient(value, sources, unconnected_gradients=zero))
-        products = acc.jvp(grads, unconnected_gradients=zero)
-        return grads, [z * hz for z, hz in zip(probes_z, products)]
-
-    @tf.function(reduce_retracing=True)
-    def gauss_newton_step(x, y, seed_pair):
-        with tf.GradientTape() as tape:
+    def sampled_loss(values, x, seed_pair):
+        with autodiff.substituted(variables, values):
             outputs = model(x, training=False)
-            logits = tf.stop_gradient(loss.categorical_logits(outputs))
-            sampled = tf.random.stateless_categorical(logits, 1, seed_pair)[:, 0]
-            value = loss.mean(sampled, outputs)
-        grads = _dense(tape.gradient(value, sources, unconnected_gradients=zero))
-        count = tf.shape(x)[0]
-        return [tf.cast(count, g.dtype) * g * g for g in grads]
+        logits = keras.ops.stop_gradient(loss.categorical_logits(outputs))
+        return loss.mean(autodiff.sample_categorical(logits, seed_pair), outputs)
+
+    gradient_step = autodiff.gradient(mean_loss)
+    hutchinson_step = autodiff.hessian_vector(mean_loss)
+    sampled_gradient = autodiff.gradient(sampled_loss)
 
     gradient = [np.zeros_like(w) for w in weights]
     abs_product = [np.zeros_like(g) for g in gradient]
     diagonal = [np.zeros_like(g) for g in gradient] if hessian else None
     bar = progress_bar(len(batches) * (probes if hessian else 1), verbose, "step")
     for b, ((x, y), share) in enumerate(zip(batches, batch_weights(batches))):
-        grads = None if hessian == "hutchinson" else gradient_step(x, y)
+        grads = None if hessian == "hutchinson" else gradient_step(values, x, y)
         for p in range(probes if hessian else 0):
-            seed_pair = tf.constant([seed, b * probes + p])
+            seed_pair = np.array([seed, b * probes + p], np.int32)
             if hessian == "hutchinson":
-                probe_grads, estimate = hutchinson_step(x, y, seed_pair)
+                # Probes live on the kept weights only: a pruned weight is held at zero,
+                # so it is not a direction the Hessian may couple to the kept ones.
+                probes_z = _probes(variables, masks, seed_pair)
+                probe_grads, products = hutchinson_step(values, probes_z, x, y)
                 grads = probe_grads if grads is None else grads
+                estimate = [z * np.asarray(hz) for z, hz in zip(probes_z, products)]
             else:
-                estimate = gauss_newton_step(x, y, seed_pair)
+                # n * (batch-mean gradient at sampled labels)^2: see the docstring.
+                sampled = sampled_gradient(values, x, seed_pair)
+                count = keras.tree.flatten(x)[0].shape[0]
+                estimate = [count * np.asarray(g) ** 2 for g in sampled]
             for d, e in zip(diagonal, estimate):
-                d += share / probes * e.numpy()
+                d += share / probes * e
             if bar is not None:
                 bar.add(1)
         if bar is not None and not hessian:
             bar.add(1)
         for total, abs_total, g, w in zip(gradient, abs_product, grads, weights):
-            g = g.numpy()
+            g = keras.ops.convert_to_numpy(g)
             total += share * g
             abs_total += share * np.abs(g * w)
     return Derivatives(gradient=gradient, abs_product=abs_product, hessian=diagonal)

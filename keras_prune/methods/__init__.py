@@ -15,18 +15,27 @@ keras_prune.prune(model, {"conv2": 0.7, "fc1": 0.95}, "sparsegpt",
 """
 
 from keras_prune.methods.base import (
+    ALIASES,
     Method,
     available_methods,
     available_pruners,
+    canonical_pruner,
     get_pruner,
+    pruner_names,
     register_method,
 )
-from keras_prune.methods.calibration import LayerwiseMethod, input_gram
+from keras_prune.methods.calibration import (
+    LayerwiseMethod,
+    dense_cross_gram,
+    input_gram,
+    outlier_fractions,
+)
 from keras_prune.methods.linear import KernelView, kernel_view, linear_parts
 from keras_prune.methods.sparsegpt import SparseGPT
 from keras_prune.methods.wanda import Wanda
 
 __all__ = [
+    "ALIASES",
     "KernelView",
     "LayerwiseMethod",
     "Method",
@@ -34,9 +43,13 @@ __all__ = [
     "Wanda",
     "available_methods",
     "available_pruners",
+    "canonical_pruner",
+    "dense_cross_gram",
     "get_pruner",
     "input_gram",
     "kernel_view",
     "linear_parts",
+    "pruner_names",
+    "outlier_fractions",
     "register_method",
 ]

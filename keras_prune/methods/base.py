@@ -76,9 +76,30 @@ def available_methods() -> list[str]:
     return list(_METHODS)
 
 
+ALIASES = {"mag": "magnitude"}
+"""Other names of registered pruners (the original tool's ``mag``)."""
+
+
 def available_pruners() -> list[str]:
-    """Every name `get_pruner` accepts: the criteria, then the methods."""
+    """The registered pruners: the criteria, then the methods."""
     return [*available_criteria(), *_METHODS]
+
+
+def pruner_names() -> list[str]:
+    """Every name `get_pruner` accepts: the aliases, then `available_pruners`."""
+    return [*ALIASES, *available_pruners()]
+
+
+def canonical_pruner(name: str) -> str:
+    """The registered name `name` stands for (itself, or what an alias names).
+
+    Raises:
+        InputError: ``unknown pruner '<name>'; choose one of: ...`` (`pruner_names`).
+    """
+    name = ALIASES.get(name, name)
+    if name not in available_pruners():
+        raise InputError(f"unknown pruner '{name}'; choose one of: {', '.join(pruner_names())}")
+    return name
 
 
 def get_pruner(pruner: str | Criterion | Method, **options: Any) -> Criterion | Method:
@@ -98,10 +119,11 @@ def get_pruner(pruner: str | Criterion | Method, **options: Any) -> Criterion | 
         if options:
             raise InputError("pruner options go with a pruner name, not an instance")
         return pruner
-    if isinstance(pruner, Criterion) or pruner in available_criteria():
+    if isinstance(pruner, Criterion):
         return get_criterion(pruner, **options)
-    if pruner not in _METHODS:
-        raise InputError(f"unknown pruner '{pruner}'; choose one of: {', '.join(available_pruners())}")
+    pruner = canonical_pruner(pruner)
+    if pruner in available_criteria():
+        return get_criterion(pruner, **options)
     factory = _METHODS[pruner]
     accepted = inspect.signature(factory).parameters
     unknown = sorted(set(options) - set(accepted))

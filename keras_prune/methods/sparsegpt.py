@@ -17,6 +17,11 @@ solved column by column:
    block, the accumulated errors update all later columns at once (lazy batch
    updates).
 
+By default (``dense_targets=True``) ``W`` is first refitted so that, on the inputs
+of the model as pruned so far, it reproduces the unpruned model's outputs
+(`LayerwiseMethod.refit`); the paper reconstructs the outputs on the pruned inputs
+(``dense_targets=False``).
+
 The kept weights change: `SparseGPT` is a method, not a criterion.
 """
 
@@ -39,6 +44,15 @@ class SparseGPT(LayerwiseMethod):
             rounded up to a multiple of a pattern's group or block rows.
         damping: ``lambda``, the share of the mean Hessian diagonal added to the
             diagonal (0.01 in the paper).
+        owl: spread ``lambda`` of outlier-weighted layerwise fractions (OWL,
+            `calibration.outlier_fractions`): layers with more outlier weights lose
+            up to ``lambda`` less than their fraction, others more, same total; 0
+            prunes each layer to its own fraction.
+        owl_threshold: OWL's ``M``: a score above M times its layer's mean is an
+            outlier.
+        dense_targets: refit each kernel to the unpruned model's outputs on the
+            inputs of the model as pruned so far, before pruning it (docs/one-shot.md);
+            False reconstructs the outputs on the pruned inputs, as the paper does.
         verbose: show a progress bar.
 
     Example:
@@ -48,13 +62,23 @@ class SparseGPT(LayerwiseMethod):
     ```
     """
 
-    def __init__(self, block_size: int = 128, damping: float = 0.01, verbose: bool = False):
+    def __init__(
+        self,
+        block_size: int = 128,
+        damping: float = 0.01,
+        owl: float = 0.0,
+        owl_threshold: float = 5.0,
+        dense_targets: bool = True,
+        verbose: bool = False,
+    ):
         if int(block_size) != block_size or block_size < 1:
             raise InputError(f"sparsegpt block_size must be a positive integer, got {block_size}")
         if not damping > 0:
             raise InputError(f"sparsegpt damping must be > 0, got {damping}")
         self.block_size = int(block_size)
         self.damping = float(damping)
+        self._set_owl(owl, owl_threshold)
+        self.dense_targets = bool(dense_targets)
         self.verbose = verbose
 
     def prune_matrix(self, weights, mask, gram, rows, fraction, pattern):

@@ -1,0 +1,171 @@
+"""Derivatives on the active Keras backend: gradients and Hessian-vector products.
+
+The data-driven criteria differentiate a scalar (a loss) with respect to some values
+(weights, gates). They write that scalar as a pure function of the values,
+
+    fn(values, *args) -> scalar
+
+substituting the values for the model's variables through a `keras.StatelessScope`
+(see `substituted`), and ask this module for a compiled function of its derivatives:
+
+- `gradient(fn)`: ``(values, *args) -> grads``;
+- `hessian_vector(fn)`: ``(values, vectors, *args) -> (grads, H @ vectors)``, a
+  forward-over-backward Hessian-vector product (about three gradients' cost).
+
+Fisher (Gauss-Newton) products need only gradients at labels sampled from the
+model's own predictive distribution: `sample_categorical` draws them inside ``fn``.
+
+Two implementations, chosen by ``keras.backend.backend()``:
+
+- TensorFlow: `tf.GradientTape` (and `tf.autodiff.ForwardAccumulator` for the
+  Hessian-vector product) inside a `tf.function`;
+- JAX: `jax.grad` and `jax.jvp` inside `jax.jit`.
+
+Other backends raise `BackendError`. Values and results are backend tensors; convert
+with ``keras.ops.convert_to_numpy``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import keras
+
+from keras_prune.errors import BackendError
+
+__all__ = ["backend", "gradient", "hessian_vector", "sample_categorical", "substituted"]
+
+Function = Callable[..., object]
+
+
+def backend() -> str:
+    """The active Keras backend, if keras-prune can differentiate on it.
+
+    Returns:
+        ``"tensorflow"`` or ``"jax"``.
+
+    Raises:
+        BackendError: any other backend.
+    """
+    name = keras.backend.backend()
+    if name not in ("tensorflow", "jax"):
+        raise BackendError(
+            f"the data-driven criteria need derivatives, which keras-prune computes on the "
+            f"tensorflow and jax backends; KERAS_BACKEND is '{name}'"
+        )
+    return name
+
+
+def substituted(variables: Sequence[keras.Variable], values: Sequence) -> keras.StatelessScope:
+    """A scope in which each of `variables` reads as the matching entry of `values`.
+
+    Example:
+
+    ```python
+    with substituted(layer.pruned_variables, values):
+        outputs = model(x, training=False)
+    ```
+    """
+    return keras.StatelessScope(state_mapping=list(zip(variables, values)))
+
+
+def gradient(fn: Function) -> Function:
+    """A compiled ``(values, *args) -> grads``: the gradient of ``fn`` in `values`.
+
+    Args:
+        fn: ``fn(values, *args)`` returns a scalar; `values` is a list of tensors.
+
+    Returns:
+        A function returning one dense gradient per value (zeros where ``fn`` does not
+        depend on it).
+
+    Example:
+
+    ```python
+    grads = gradient(lambda v, x: keras.ops.sum(v[0] * x))([w], x)   # [x]
+    ```
+    """
+    if backend() == "jax":
+        import jax
+
+        return jax.jit(jax.grad(fn))
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def compiled(values, *args):
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            value = fn(values, *args)
+        return _dense(tape.gradient(value, values, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+
+    return compiled
+
+
+def hessian_vector(fn: Function) -> Function:
+    """A compiled ``(values, vectors, *args) -> (grads, products)``.
+
+    ``products`` is the Hessian of ``fn`` in `values` times `vectors`, computed
+    forward-over-backward.
+
+    Args:
+        fn: ``fn(values, *args)`` returns a scalar.
+
+    Returns:
+        A function returning the gradient and the Hessian-vector product, each a list
+        aligned with `values`.
+
+    Example:
+
+    ```python
+    grads, products = hessian_vector(loss)(values, probes, x, y)
+    diagonal_estimate = [z * hz for z, hz in zip(probes, products)]
+    ```
+    """
+    if backend() == "jax":
+        import jax
+
+        def both(values, vectors, *args):
+            return jax.jvp(lambda v: jax.grad(fn)(v, *args), (values,), (vectors,))
+
+        return jax.jit(both)
+    import tensorflow as tf
+
+    zero = tf.UnconnectedGradients.ZERO
+
+    @tf.function(reduce_retracing=True)
+    def compiled(values, vectors, *args):
+        with tf.autodiff.ForwardAccumulator(values, vectors) as accumulator:
+            with tf.GradientTape() as tape:
+                tape.watch(values)
+                value = fn(values, *args)
+            grads = _dense(tape.gradient(value, values, unconnected_gradients=zero))
+        return grads, _dense(accumulator.jvp(grads, unconnected_gradients=zero))
+
+    return compiled
+
+
+def sample_categorical(logits, seed):
+    """One label per row of `logits`, drawn from their softmax, inside ``fn``.
+
+    Args:
+        logits: ``(batch, classes)``.
+        seed: an int32 pair (a tensor argument of the compiled function), so each
+            call draws afresh without recompiling.
+
+    Returns:
+        Integer labels, shape ``(batch,)``.
+    """
+    if backend() == "jax":
+        import jax
+
+        return jax.random.categorical(jax.random.wrap_key_data(seed.astype("uint32")), logits)
+    import tensorflow as tf
+
+    return tf.random.stateless_categorical(logits, 1, seed)[:, 0]
+
+
+def _dense(grads):
+    """Gradients as dense tensors: an Embedding's gradient is an IndexedSlices."""
+    import tensorflow as tf
+
+    return [tf.convert_to_tensor(g) for g in grads]
