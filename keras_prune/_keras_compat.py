@@ -82,6 +82,14 @@ def elementwise_op_classes() -> tuple[type, ...]:
     return (numpy_ops.Add, numpy_ops.Subtract, numpy_ops.Multiply, numpy_ops.Maximum, numpy_ops.Minimum)
 
 
+def scalar_op_classes() -> tuple[type, ...]:
+    """The op classes behind arithmetic between a symbolic tensor and a Python number
+    (``x + 3``, ``x * (1 / 6)``, ``x / 6``, ``keras.ops.maximum(x, 0)``; not exported by Keras)."""
+    from keras.src.ops import numpy as numpy_ops
+
+    return elementwise_op_classes() + (numpy_ops.TrueDivide, numpy_ops.Divide)
+
+
 def elementwise_activation_op_classes() -> tuple[type, ...]:
     """The op classes behind element-wise activations called as ops on a symbolic
     tensor (``keras.ops.relu(x)``, ``keras.ops.gelu(x)``, ...; not exported by Keras)."""

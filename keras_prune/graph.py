@@ -314,6 +314,7 @@ class UnitAnalysis:
     dead: dict[int, np.ndarray] = field(default_factory=dict)  # id(unit layer) -> dead units
     inputs: dict[int, TensorUnits | None] = field(default_factory=dict)  # id(layer) -> input units
     layers: list[keras.layers.Layer] = field(default_factory=list)  # unit layers and BN, graph order
+    reshapes: dict[int, TensorUnits] = field(default_factory=dict)  # id(Reshape keeping units) -> units
 
 
 def is_unit_layer(layer: keras.layers.Layer) -> bool:
@@ -404,6 +405,40 @@ def _is_merge(op, node) -> bool:
     )
 
 
+def _broadcasts_on_units(tensors) -> bool:
+    """Whether tensors of one rank share their (known) last axis and differ elsewhere only
+    where a tensor has size 1 (a squeeze-and-excitation ``x * se``, se shaped (1, 1, C))."""
+    shapes = [tuple(t.shape) for t in tensors]
+    if len({len(s) for s in shapes}) != 1 or len({s[-1] for s in shapes}) != 1 or shapes[0][-1] is None:
+        return False
+    for dims in zip(*(s[1:-1] for s in shapes)):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            return False
+    return True
+
+
+def _scalar_operands(op, node) -> bool:
+    """An element-wise arithmetic op between one tensor and Python numbers (``x + 3``, ``x / 6``)."""
+    return (
+        type(op) in _keras_compat.scalar_op_classes()
+        and len(node.arguments.keras_tensors) == 1
+        and not node.arguments.kwargs
+        and all(
+            isinstance(a, (int, float, np.number)) or a is node.arguments.keras_tensors[0]
+            for a in node.arguments.args
+        )
+    )
+
+
+def _keeps_last_axis(op, node) -> bool:
+    """A Reshape whose output has its input's (known) last axis: channels-last units keep
+    their place, only the positions are regrouped."""
+    (t,) = node.arguments.keras_tensors
+    (y,) = node.outputs
+    return type(op) is keras.layers.Reshape and t.shape[-1] is not None and y.shape[-1] == t.shape[-1]
+
+
 def analyse_units(model: keras.Model) -> UnitAnalysis:
     """Follows the units of the model's unit layers through its graph (see `coupled_units`).
 
@@ -482,6 +517,18 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
             barrier = None
         elif single and (type(op) in _INFERENCE_IDENTITY or (type(op) in _SPATIAL and _channels_last(op))):
             out, barrier = ins[0], None
+        elif single and _scalar_operands(op, node):
+            if ins[0] is None:
+                barrier = None
+            else:
+                args = [_as_float32(ins[0].const) if a is tensors[0] else a for a in node.arguments.args]
+                const = np.asarray(keras.ops.convert_to_numpy(op(*args)), dtype=np.float64)[0]
+                if np.isfinite(const[np.isfinite(ins[0].const)]).all():
+                    out, barrier = TensorUnits(ins[0].nodes, const, ins[0].bordered), None
+        elif single and _keeps_last_axis(op, node):
+            if ins[0] is not None:
+                state.reshapes[id(op)] = ins[0]
+            out, barrier = ins[0], None
         elif single and type(op) in _ZERO_PADDING and _channels_last(op):
             if ins[0] is not None:  # dead units with a non-zero constant now hold 0 on the border
                 varies = ins[0].bordered or bool(np.any(np.nan_to_num(ins[0].const, nan=0.0) != 0))
@@ -496,8 +543,7 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
                 out = TensorUnits(np.tile(ins[0].nodes, positions), np.tile(ins[0].const, positions))
                 barrier = None
         elif _is_merge(op, node) and len(node.outputs) == 1 and len(tensors) >= 2:
-            shapes = {tuple(t.shape) for t in tensors}
-            if len(shapes) == 1 and all(u is not None for u in ins):
+            if _broadcasts_on_units(tensors) and all(u is not None for u in ins):
                 for u in ins[1:]:
                     for i, j in zip(ins[0].nodes, u.nodes):
                         classes.union(i, j)
@@ -533,8 +579,9 @@ def coupled_units(model: keras.Model) -> dict[keras.layers.Layer, np.ndarray]:
     """Which output units of the model's unit layers are tied together by the graph.
 
     Units joined by an element-wise merge (Add, Subtract, Multiply, Average, Maximum,
-    Minimum), directly or through activations, pooling, zero padding,
-    BatchNormalization, Concatenate and the like, must be removed together: they share
+    Minimum; broadcasting where a tensor has size 1, as in squeeze-and-excitation),
+    directly or through activations, arithmetic with a number, pooling, zero padding,
+    BatchNormalization, a Reshape keeping the last axis, Concatenate and the like, must be removed together: they share
     a class id. So must a depthwise convolution's channels and the units feeding them.
 
     Args:

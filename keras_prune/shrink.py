@@ -5,13 +5,15 @@ when its whole kernel slice is zero (masked in a wrapped model, or zero in a pla
 one). `shrink` removes dead units from their layer and the matching input weights
 from every layer that consumes them, following the Keras graph through activations,
 pooling, Dropout, BatchNormalization, Flatten (channels-last positions
-``(h * W + w) * C + c``) and the element-wise merges Add, Subtract, Multiply,
-Average, Maximum, Minimum and Concatenate (on the channel axis).
+``(h * W + w) * C + c``), arithmetic with a number (``x + 3``, ``x / 6``), a Reshape
+that keeps the last axis, and the element-wise merges Add, Subtract, Multiply,
+Average, Maximum, Minimum (broadcasting where a tensor has size 1, as in
+squeeze-and-excitation) and Concatenate (on the channel axis).
 
 Coupled units. Units joined by an element-wise merge form one class: the class is
 removed only if every unit in it is dead (so a residual block and its shortcut lose
 the same channels). A class is pinned, and kept, when it reaches the model's output
-or a layer that shrink cannot see through (Reshape, Softmax, a nested model, a layer
+or a layer that shrink cannot see through (another Reshape, Softmax, a nested model, a layer
 called twice, ...); the report names the layer.
 
 Exactness. A dead unit still outputs a constant: ``activation(bias)``, shifted by any
@@ -244,6 +246,12 @@ def _replacement(layer, state: UnitAnalysis):
         channels = int(layer.moving_mean.shape[0])
         row = LayerShrink(layer.name, type(layer).__name__, (channels, len(keep)), (channels, len(keep)))
         return type(layer).from_config(layer.get_config()), weights, row
+    if id(layer) in state.reshapes:  # a Reshape that keeps the units on its last axis
+        config = layer.get_config()
+        if config["target_shape"][-1] != -1:
+            kept = int((~classes.removed(state.reshapes[id(layer)].nodes)).sum())
+            config["target_shape"] = (*config["target_shape"][:-1], kept)
+        return type(layer).from_config(config), None, None
     if type(layer) is keras.layers.MultiHeadAttention and layer_units(layer, "head") is not None:
         return _fewer_heads(layer)
     if isinstance(layer, keras.layers.Layer) and not layer.weights and not isinstance(layer, keras.Model):

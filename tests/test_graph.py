@@ -99,6 +99,12 @@ def test_elementwise_op_classes_include_the_operator_add():
     assert isinstance(_keras_compat.producer(y), _keras_compat.elementwise_op_classes())
 
 
+def test_scalar_op_classes_include_the_operators_with_a_number():
+    x = keras.Input((3,))
+    for y in (x + 3.0, 3.0 - x, x * (1.0 / 6.0), x / 6.0):
+        assert isinstance(_keras_compat.producer(y), _keras_compat.scalar_op_classes())
+
+
 # --- rebuild and the public functions built on it ----------------------------------
 
 

@@ -285,6 +285,50 @@ def test_concatenate_and_multiply_branches_shrink_exactly():
     assert _max_difference(masked, small, _images(8, (10,))) <= TOLERANCE
 
 
+def _squeeze_excite(style: str) -> keras.Model:
+    """An inverted residual block with squeeze-and-excitation, as MobileNetV3 writes it
+    (pooling with keepdims, hard sigmoid as ``ReLU6(x + 3) * (1 / 6)``) or as EfficientNet
+    does (pooling, Reshape to (1, 1, C), a sigmoid convolution)."""
+    inputs = keras.Input((12, 12, 4))
+    x = layers.Conv2D(16, 1, use_bias=False, name="expand")(inputs)
+    x = layers.BatchNormalization(name="expand_bn")(x)
+    x = layers.Activation("hard_swish" if style == "v3" else "swish", name="expand_act")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="depthwise")(x)
+    x = layers.BatchNormalization(name="depthwise_bn")(x)
+    if style == "v3":
+        se = layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+        se = layers.Conv2D(4, 1, activation="relu", name="reduce")(se)
+        se = layers.Conv2D(16, 1, name="excite")(se)
+        se = layers.ReLU(6.0, name="excite_relu")(se + 3.0) * (1.0 / 6.0)
+    else:
+        se = layers.GlobalAveragePooling2D(name="squeeze")(x)
+        se = layers.Reshape((1, 1, 16), name="se_reshape")(se)
+        se = layers.Conv2D(4, 1, activation="swish", name="reduce")(se)
+        se = layers.Conv2D(16, 1, activation="sigmoid", name="excite")(se)
+    x = layers.Multiply(name="excite_mul")([x, se])
+    x = layers.Conv2D(8, 1, use_bias=False, name="project")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(layers.BatchNormalization(name="project_bn")(x))
+    return keras.Model(inputs, layers.Dense(3, name="head")(x), name=f"se_{style}")
+
+
+@pytest.mark.parametrize("style", ["v3", "efficientnet"])
+def test_expansion_channels_leave_through_a_squeeze_and_excitation_block(style):
+    model = _randomize(_squeeze_excite(style))
+    classes = coupled_units(model)  # x * se couples the expansion's channels to the excitation's
+    np.testing.assert_array_equal(classes[model.get_layer("expand")], classes[model.get_layer("excite")])
+    masked = keras_prune.prunable(model)
+    keras_prune.prune(masked, {"expand": 0.5}, granularity="filter")
+    small, report = shrink_with_report(masked)
+    assert (_units(small, "expand"), _units(small, "excite")) == (8, 8)
+    assert small.get_layer("depthwise").kernel.shape == (3, 3, 8, 1)
+    assert small.get_layer("reduce").kernel.shape == (1, 1, 8, 4)
+    assert small.get_layer("project").kernel.shape == (1, 1, 8, 8)
+    if style == "efficientnet":
+        assert small.get_layer("se_reshape").target_shape == (1, 1, 8)
+    assert report.parameters[1] < report.parameters[0]
+    assert _max_difference(masked, small, _images(4, (12, 12, 4))) <= TOLERANCE
+
+
 def test_layers_shrink_cannot_see_through_keep_their_units():
     model = _randomize(
         keras.Sequential(

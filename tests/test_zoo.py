@@ -123,9 +123,14 @@ CASES = {
     "mobilenetv2": Case(_app(keras.applications.MobileNetV2, alpha=0.35), _images, "magnitude",
                         (("filter", {"block_1_expand": 0.5, "block_4_expand": 0.5, "Conv_1": 0.5}),),
                         shrunk=("block_1_expand", "block_1_depthwise", "block_4_depthwise_BN", "Conv_1")),
-    "mobilenetv3small": Case(_app(keras.applications.MobileNetV3Small, include_preprocessing=False), _images, "taylor1", (("filter", {"conv_1": 0.5}),)),
+    "mobilenetv3small": Case(_app(keras.applications.MobileNetV3Small, include_preprocessing=False), _images, "taylor1",
+                             (("filter", {"expanded_conv_3_expand": 0.5, "conv_1": 0.5}),),
+                             shrunk=("expanded_conv_3_expand", "expanded_conv_3_depthwise",
+                                     "expanded_conv_3_squeeze_excite_conv_1")),
     "resnet50": Case(_app(keras.applications.ResNet50), _images, "magnitude", (("filter", {"conv2_block1_1_conv": 0.5}),), savedmodel=False),
-    "efficientnetb0": Case(_app(keras.applications.EfficientNetB0), _images, "l1", (("filter", {"top_conv": 0.5}),), savedmodel=False),
+    "efficientnetb0": Case(_app(keras.applications.EfficientNetB0), _images, "l1",
+                           (("filter", {"block2a_expand_conv": 0.5, "top_conv": 0.5}),), savedmodel=False,
+                           shrunk=("block2a_expand_conv", "block2a_dwconv", "block2a_se_expand")),
     "convnexttiny": Case(_app(keras.applications.ConvNeXtTiny), _images, "magnitude",
                          (("neuron", {"convnext_tiny_stage_3_block_2_pointwise_conv_1": 0.5}),), savedmodel=False),
     "densenet121": Case(_app(keras.applications.DenseNet121), _images, "magnitude", (("filter", {"conv2_block1_1_conv": 0.5}),), savedmodel=False),
@@ -213,6 +218,25 @@ def test_zoo_model_prunes_trains_saves_strips_and_shrinks(name, tmp_path):
         units = {row.name: row.units for row in report.layers}
         for layer in case.shrunk:
             assert units[layer][1] < units[layer][0], (layer, units[layer])
+
+
+@pytest.mark.parametrize(
+    "name, expand, block_output",
+    [("mobilenetv3small", "expanded_conv_3_expand", "expanded_conv_3_project_bn"),
+     ("efficientnetb0", "block2a_expand_conv", "block2a_project_bn")],
+)
+def test_expansion_filters_leave_through_squeeze_and_excitation(name, expand, block_output):
+    # the block's output, not the logits: with random weights these are too small to compare
+    model = kp.prunable(CASES[name].build())
+    kp.prune(model, {expand: 0.5}, granularity="filter")
+    small, report = kp.shrink_with_report(model)
+    units = {row.name: row.units for row in report.layers}
+    assert units[expand][1] == units[expand][0] // 2
+    x = _images()
+    masked, shrunk = (_out(keras.Model(m.inputs, m.get_layer(block_output).output), x) for m in (model, small))
+    assert np.isfinite(masked).all() and np.abs(masked).max() > 0
+    np.testing.assert_allclose(shrunk, masked, rtol=1e-4, atol=1e-4 * np.abs(masked).max())
+    assert report.parameters[1] < report.parameters[0]
 
 
 def test_a_zoo_savedmodel_loads_in_a_process_without_keras_prune(tmp_path):
