@@ -341,8 +341,9 @@ def is_channel_layer(layer: keras.layers.Layer) -> bool:
     """Whether `layer` (or the layer a `PruneWrapper` holds) is a depthwise convolution
     whose channels shrink can remove together with the units that feed them.
 
-    DepthwiseConv1D/2D with channels-last data and ``depth_multiplier=1`` qualify;
-    subclasses do not.
+    DepthwiseConv1D/2D with channels-last data qualify; subclasses do not. With
+    ``depth_multiplier=m``, input channel ``c`` feeds outputs ``c * m`` to ``c * m + m - 1``:
+    all of them leave with it.
 
     Args:
         layer: any layer.
@@ -351,11 +352,7 @@ def is_channel_layer(layer: keras.layers.Layer) -> bool:
         True for a channel layer.
     """
     inner = layer.layer if isinstance(layer, PruneWrapper) else layer
-    return (
-        type(inner) in CHANNEL_LAYERS
-        and inner.data_format == "channels_last"
-        and int(inner.depth_multiplier) == 1
-    )
+    return type(inner) in CHANNEL_LAYERS and inner.data_format == "channels_last"
 
 
 def _activation_name(fn) -> str:
@@ -475,8 +472,10 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
             barrier = f"'{op.name}' ({kind}) gets them zero-padded and shrink cannot follow that"
         elif single and (is_unit_layer(op) or is_channel_layer(op)):
             kernel, bias = kernel_and_bias(op)
-            if is_channel_layer(op):  # kernel (..., channels, 1): one slice per channel
-                kernel = kernel[..., 0]
+            multiplier = 1
+            if is_channel_layer(op):  # kernel (..., channels, m): output c * m + j is slice (c, j)
+                multiplier = int(kernel.shape[-1])
+                kernel = kernel.reshape(*kernel.shape[:-2], kernel.shape[-2] * multiplier)
             dead = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
             nodes_out = np.concatenate([classes.new(not d) for d in dead])
             if is_channel_layer(op):
@@ -484,7 +483,7 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
                     for i in nodes_out:
                         classes.pin(i, f"'{op.name}' filters channels that shrink cannot remove")
                 else:
-                    for i, j in zip(ins[0].nodes, nodes_out):
+                    for i, j in zip(np.repeat(ins[0].nodes, multiplier), nodes_out):
                         classes.union(i, j)
             activation = _activation_name(inner_layer(op).activation)
             if activation in _ELEMENTWISE_ACTIVATIONS:
@@ -590,7 +589,8 @@ def coupled_units(model: keras.Model) -> dict[keras.layers.Layer, np.ndarray]:
     Returns:
         For each unit layer and depthwise convolution of the model's own graph (see
         `is_unit_layer` and `is_channel_layer`; nested models and layers called more
-        than once are not included), one class id per output unit or channel. Two units are coupled exactly when their ids are equal.
+        than once are not included), one class id per output unit, or per channel of
+        a depthwise convolution. Two units are coupled exactly when their ids are equal.
 
     Example:
 
@@ -600,9 +600,12 @@ def coupled_units(model: keras.Model) -> dict[keras.layers.Layer, np.ndarray]:
     ```
     """
     state = analyse_units(model)
-    return {
-        layer: np.array([state.classes.find(int(i)) for i in state.outputs[id(layer)].nodes])
-        for layer in state.layers
-        if id(layer) in state.outputs
-    }
+    found = {}
+    for layer in state.layers:
+        if id(layer) in state.outputs:
+            nodes = state.outputs[id(layer)].nodes
+            if is_channel_layer(layer):  # one id per channel: its m outputs share it
+                nodes = nodes[:: int(inner_layer(layer).depth_multiplier)]
+            found[layer] = np.array([state.classes.find(int(i)) for i in nodes])
+    return found
 

@@ -218,12 +218,14 @@ def _replacement(layer, state: UnitAnalysis):
     classes = state.classes
     if id(layer) in state.outputs and is_channel_layer(layer):
         # A removed channel leaves with its input unit (they are one class): nothing to fold.
+        # With depth_multiplier m, channel c's outputs c * m .. c * m + m - 1 are one class.
         kernel, bias = kernel_and_bias(layer)
-        keep = np.flatnonzero(~classes.removed(state.outputs[id(layer)].nodes))
-        weights = {"kernel": kernel[..., keep, :], "bias": bias[keep] if layer.use_bias else None}
-        channels = int(kernel.shape[-2])
+        channels, m = int(kernel.shape[-2]), int(kernel.shape[-1])
+        keep = np.flatnonzero(~classes.removed(state.outputs[id(layer)].nodes[::m]))
+        outputs = (keep[:, None] * m + np.arange(m)).ravel()
+        weights = {"kernel": kernel[..., keep, :], "bias": bias[outputs] if layer.use_bias else None}
         row = LayerShrink(
-            layer.name, type(layer).__name__, (channels, len(keep)), (channels, len(keep)), _notes(layer, state)
+            layer.name, type(layer).__name__, (channels * m, len(outputs)), (channels, len(keep)), _notes(layer, state)
         )
         return type(layer).from_config(layer.get_config()), weights, row
     if id(layer) in state.outputs:

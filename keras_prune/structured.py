@@ -164,8 +164,8 @@ def check_unit_layer(layer: keras.layers.Layer, granularity: str = "neuron") -> 
         raise InputError(
             f"layer '{layer.name}' ({type(inner).__name__}) cannot be pruned by units; "
             "neuron/filter granularity applies to wrapped Dense and Conv1D/2D/3D layers "
-            "(channels_last, groups=1), DepthwiseConv1D/2D layers (channels_last, "
-            "depth_multiplier=1) and Embedding rows. Use granularity 'weight' for it."
+            "(channels_last, groups=1), DepthwiseConv1D/2D layers (channels_last) and "
+            "Embedding rows. Use granularity 'weight' for it."
         )
 
 

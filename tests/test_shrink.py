@@ -226,6 +226,41 @@ def test_pruning_a_depthwise_convolution_by_channel_prunes_the_units_that_feed_i
     assert _units(keras_prune.shrink(masked), "expand") == 12
 
 
+def _depth_multiplied() -> keras.Model:
+    inputs = keras.Input((10, 10, 3))
+    x = layers.Conv2D(6, 1, name="expand")(inputs)
+    x = layers.BatchNormalization(name="expand_bn")(x)
+    x = layers.DepthwiseConv2D(3, depth_multiplier=3, padding="same", name="depthwise")(x)  # 18 outputs
+    x = layers.BatchNormalization(name="depthwise_bn")(x)
+    x = layers.ReLU(name="depthwise_relu")(x)
+    x = layers.Conv2D(4, 1, name="project")(x)  # 1x1: removed outputs' constants fold into its bias
+    return keras.Model(inputs, layers.Dense(2, name="head")(layers.GlobalAveragePooling2D()(x)))
+
+
+@pytest.mark.parametrize("pruned", ["expand", "depthwise"])
+def test_a_depth_multiplied_channel_leaves_with_its_outputs_and_its_input_unit(pruned):
+    masked = keras_prune.prunable(_randomize(_depth_multiplied()))
+    keras_prune.prune(masked, {pruned: 0.5}, granularity="filter")
+    gone = ~masked.get_layer("expand").mask_arrays()[0].reshape(-1, 6).any(axis=0)
+    # channel c's kernel slices, for its outputs 3c .. 3c + 2, are masked with the unit feeding it
+    depthwise_mask = masked.get_layer("depthwise").mask_arrays()[0]
+    np.testing.assert_array_equal(~depthwise_mask.reshape(9, 6, 3).any(axis=(0, 2)), gone)
+    assert gone.sum() == 3
+    small, report = shrink_with_report(masked)
+    kept = np.flatnonzero(~gone)
+    np.testing.assert_array_equal(
+        small.get_layer("depthwise").kernel.numpy(), masked.get_layer("depthwise").layer.kernel.numpy()[:, :, kept, :]
+    )
+    outputs = (kept[:, None] * 3 + np.arange(3)).ravel()
+    np.testing.assert_array_equal(
+        small.get_layer("depthwise").bias.numpy(), masked.get_layer("depthwise").layer.bias.numpy()[outputs]
+    )
+    assert small.get_layer("depthwise_bn").moving_mean.shape[0] == 9
+    assert small.get_layer("project").kernel.shape == (1, 1, 9, 4)
+    assert {r.name: r.units for r in report.layers}["depthwise"] == (18, 9)
+    assert _max_difference(masked, small, _images(4, (10, 10, 3))) <= TOLERANCE
+
+
 def test_an_unmasked_depthwise_channel_keeps_its_input_unit():
     masked = keras_prune.prunable(_randomize(_inverted_residual(False)), layers=["expand"])
     keras_prune.prune(masked, {"expand": 0.5}, granularity="filter")  # the depthwise is not wrapped
