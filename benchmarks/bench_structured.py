@@ -40,6 +40,7 @@ Results are recorded in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -80,6 +81,10 @@ PLANS = {
     "mobilenetv2": Plan(
         keras.applications.MobileNetV2, ("_expand", "Conv_1"), 0.55,
         "expansion convolutions and Conv_1",
+    ),
+    "mobilenetv2-early": Plan(
+        keras.applications.MobileNetV2, tuple(f"block_{i}_expand" for i in range(1, 13)), 0.8,
+        "expansion convolutions of blocks 1-12 (the higher-resolution ones)",
     ),
     "mobilenetv2-all": Plan(
         keras.applications.MobileNetV2, ("Conv1", "_expand", "_project", "Conv_1"), 0.3,
@@ -173,9 +178,12 @@ def fastest_interleaved(calls: dict[tuple[str, str], Runner], x: np.ndarray, rou
 
 
 def benchmark(
-    name: str, size: int, round_to: int, rounds: dict[int, int], threads: int, breakdown_batch: int = 0
+    name: str, size: int, round_to: int, rounds: dict[int, int], threads: int, breakdown_batch: int = 0,
+    fraction: float | None = None, xla: bool = False,
 ) -> Result:
     plan = PLANS[name]
+    if fraction is not None:
+        plan = dataclasses.replace(plan, fraction=fraction)
     dense = randomize_statistics(plan.build(weights=None, input_shape=(size, size, 3)))
     chosen = fractions(dense, plan.suffixes, plan.fraction)
     print(f"\n## {dense.name} at {size}x{size}: {len(chosen)} layers ({plan.description}) lose "
@@ -207,11 +215,11 @@ def benchmark(
         started = time.perf_counter()
         calls = {}
         for label, model in (("dense", dense), ("shrunk", small)):
-            for runtime, f in runners(model, batch, threads).items():
+            for runtime, f in runners(model, batch, threads, xla).items():
                 calls[(runtime, label)] = f
         images = np.random.default_rng(2).random((batch, size, size, 3), dtype=np.float32)
         best = fastest_interleaved(calls, images, count)
-        for runtime, shown in (("tf", "TF"), ("tflite", "TFLite")):
+        for runtime, shown in (("tf", "TF"), ("tflite", "TFLite")) + ((("tf-xla", "TF XLA"),) if xla else ()):
             result.latency[f"{shown} batch {batch}"] = (best[(runtime, "dense")], best[(runtime, "shrunk")])
         print(f"batch {batch}: {count} rounds in {time.perf_counter() - started:.0f} s", flush=True)
     return result
@@ -303,7 +311,11 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=160, help="input height and width")
     parser.add_argument("--round-to", type=int, default=1, help="round kept filter counts to multiples of this")
     parser.add_argument("--rounds-1", type=int, default=30, help="timing rounds at batch 1")
-    parser.add_argument("--rounds-32", type=int, default=6, help="timing rounds at batch 32")
+    parser.add_argument("--rounds-32", type=int, default=6, help="timing rounds at batch 32 (0: not timed)")
+    parser.add_argument("--fraction", type=float, default=None,
+                        help="share of filters every planned layer loses (default: the plan's own)")
+    parser.add_argument("--xla", action="store_true",
+                        help="also time the TF runtime with XLA (tf.function(jit_compile=True))")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of both runtimes")
     parser.add_argument("--breakdown", type=int, default=0, metavar="BATCH",
                         help="also time every layer alone at this batch size and sum by layer kind")
@@ -325,12 +337,16 @@ def main() -> int:
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
           f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"{args.threads} thread(s)")
-    rounds = {} if args.skip_timing else {1: args.rounds_1, 32: args.rounds_32}
-    results = [benchmark(name, args.size, args.round_to, rounds, args.threads, args.breakdown) for name in names]
+    if args.fraction is not None and not 0 < args.fraction < 1:
+        parser.error(f"--fraction must lie between 0 and 1, got {args.fraction}")
+    rounds = {} if args.skip_timing else {b: n for b, n in ((1, args.rounds_1), (32, args.rounds_32)) if n > 0}
+    results = [benchmark(name, args.size, args.round_to, rounds, args.threads, args.breakdown, args.fraction, args.xla)
+               for name in names]
     if args.width_check:
         width_check(args.size, args.rounds_1, args.threads)
     print("\nFastest call of each configuration, interleaved; ratios measured side by side.\n")
-    print(table(results, [k for b in rounds for k in (f"TF batch {b}", f"TFLite batch {b}")]))
+    runtimes = ("TF", "TFLite") + (("TF XLA",) if args.xla else ())
+    print(table(results, [f"{r} batch {b}" for b in rounds for r in runtimes]))
     print(f"\n({time.perf_counter() - started:.0f} s in all; load average now {os.getloadavg()[0]:.1f})")
     return 0
 

@@ -22,9 +22,10 @@ class Clock:
         return time.process_time() - self.cpu, time.perf_counter() - self.wall
 
 
-def runners(model, batch: int, threads: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def runners(model, batch: int, threads: int, xla: bool = False) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Callables that run one batch of `batch` images through `model`, keyed by runtime:
-    ``"tf"`` (a concrete tf.function) and ``"tflite"`` (an interpreter with `threads` threads)."""
+    ``"tf"`` (a concrete tf.function), ``"tflite"`` (an interpreter with `threads` threads)
+    and, with `xla`, ``"tf-xla"`` (the same tf.function compiled by XLA, ``jit_compile=True``)."""
     import tensorflow as tf
 
     spec = tf.TensorSpec((batch, *model.input_shape[1:]), tf.float32)
@@ -47,4 +48,8 @@ def runners(model, batch: int, threads: int) -> dict[str, Callable[[np.ndarray],
         interpreter.invoke()
         return interpreter.get_tensor(target)
 
-    return {"tf": lambda x: concrete(tf.constant(x)).numpy(), "tflite": run_tflite}
+    found = {"tf": lambda x: concrete(tf.constant(x)).numpy(), "tflite": run_tflite}
+    if xla:
+        compiled = tf.function(lambda x: model(x, training=False), jit_compile=True).get_concrete_function(spec)
+        found["tf-xla"] = lambda x: compiled(tf.constant(x)).numpy()
+    return found
