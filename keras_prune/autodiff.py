@@ -12,6 +12,10 @@ substituting the values for the model's variables through a `keras.StatelessScop
 - `hessian_vector(fn)`: ``(values, vectors, *args) -> (grads, H @ vectors)``, a
   forward-over-backward Hessian-vector product (about three gradients' cost).
 
+`compiled(fn)` compiles a function without differentiating it (emp's batched
+removals): `tf.function` on TensorFlow, `jax.jit` on JAX, ``fn`` itself (eager) on
+any other backend.
+
 Fisher (Gauss-Newton) products need only gradients at labels sampled from the
 model's own predictive distribution: `sample_categorical` draws them inside ``fn``.
 
@@ -33,7 +37,7 @@ import keras
 
 from keras_prune.errors import BackendError
 
-__all__ = ["backend", "gradient", "hessian_vector", "sample_categorical", "substituted"]
+__all__ = ["backend", "compiled", "gradient", "hessian_vector", "sample_categorical", "substituted"]
 
 Function = Callable[..., object]
 
@@ -67,6 +71,31 @@ def substituted(variables: Sequence[keras.Variable], values: Sequence) -> keras.
     ```
     """
     return keras.StatelessScope(state_mapping=list(zip(variables, values)))
+
+
+def compiled(fn: Function) -> Function:
+    """``fn`` compiled by the active backend: `tf.function` on TensorFlow (retracing
+    reduced), `jax.jit` on JAX, ``fn`` itself, run eagerly, on any other backend.
+
+    ``fn`` must be written with `keras.ops` and take tensors (not Python values that
+    change between calls, which would recompile). It never raises `BackendError`.
+
+    Example:
+
+    ```python
+    total = compiled(lambda x, y: keras.ops.sum(x * y))(x, y)
+    ```
+    """
+    name = keras.backend.backend()
+    if name == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=True)
+    return fn
 
 
 def gradient(fn: Function) -> Function:

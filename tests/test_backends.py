@@ -147,10 +147,63 @@ def test_every_criterion_and_method_prunes_on_this_backend(name, options):
     assert not np.allclose(model.predict(_data(8)[0], verbose=0), before)
 
 
-@not_tensorflow
-def test_emp_says_it_needs_tensorflow():
-    with pytest.raises(BackendError, match=f"criterion 'emp' runs on the tensorflow backend only; KERAS_BACKEND is '{BACKEND}'"):
-        kp.prune(kp.prunable(_encoder()), {"head": 0.5}, "emp", data=_data())
+_EMP_SIDE = textwrap.dedent(
+    """
+    import sys
+    import numpy as np, keras, keras_prune as kp
+    from keras_prune.criteria import get_criterion
+    folder = sys.argv[1]
+    assert keras.backend.backend() == sys.argv[2], keras.backend.backend()
+    model = kp.load_model(folder + "/emp.keras")
+    data = np.load(folder + "/data.npz")
+    layers = kp.wrapped_layers(model)
+    scores = get_criterion("emp").score(layers, model, [(data["x"], data["y"])])
+    np.savez(folder + "/scores.npz", *[scores[layer][0] for layer in layers])
+    """
+)
+
+
+def _emp_model() -> keras.Model:
+    """A Sequential conv -> dense model: emp's separable path with a suffix, and without."""
+    keras.utils.set_random_seed(4)
+    return keras.Sequential(
+        [
+            keras.Input((8, 6)),
+            keras.layers.Conv1D(4, 3, activation="tanh", name="conv"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
+
+
+def test_emp_prunes_on_this_backend():
+    model = kp.prunable(_emp_model())
+    sparsity = kp.prune(model, {"conv": 0.5, "head": 0.25}, "emp", data=_data())
+    assert [round(s, 6) for s in sparsity.values()] == [36 / 72, 18 / 72]
+    assert all((v == 0).all() for v in _pruned_values(model))
+
+
+@needs_other_backend
+def test_emp_scores_a_loaded_sequential_the_same_on_both_backends(tmp_path):
+    from keras_prune.criteria import get_criterion
+
+    kp.save_model(kp.prunable(_emp_model()), tmp_path / "emp.keras")
+    model = kp.load_model(tmp_path / "emp.keras")  # a loaded Sequential: emp cuts its own graph
+    x, y = _data(48, seed=5)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    layers = kp.wrapped_layers(model)
+    scores = get_criterion("emp").score(layers, model, [(x, y)])
+    env = {**os.environ, "KERAS_BACKEND": OTHER}
+    env.pop("JAX_ENABLE_X64", None)
+    done = subprocess.run(
+        [sys.executable, "-c", _EMP_SIDE, str(tmp_path), OTHER], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    there = np.load(tmp_path / "scores.npz")
+    for index, layer in enumerate(layers):
+        here = scores[layer][0]
+        assert np.abs(here).max() > 1e-3, layer.name  # a real measurement, not zeros
+        np.testing.assert_allclose(there[f"arr_{index}"], here, rtol=1e-4, atol=1e-5 * np.abs(here).max())  # measured: 2e-7
 
 
 def test_strip_shrink_report_and_keras_files_keep_the_outputs(tmp_path):

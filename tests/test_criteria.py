@@ -17,7 +17,6 @@ from keras_prune.plan import Plan
 from keras_prune.selection import select_layer
 
 SEVEN = ["magnitude", "taylor1", "taylor2", "taylor12", "l1", "l2", "emp"]
-EMP = pytest.param("emp", marks=pytest.mark.tensorflow_only)  # emp runs on TensorFlow only
 
 
 @pytest.fixture
@@ -280,7 +279,6 @@ def _image_batches(sizes=(6, 5)):
     return [(rng.normal(size=(n, 6, 6, 2)), rng.integers(0, 3, n).astype("int32")) for n in sizes]
 
 
-@pytest.mark.tensorflow_only
 def test_emp_equals_a_brute_force_loop_that_zeroes_each_weight(float64):
     model = _conv_model()
     layers = kp.wrapped_layers(model)
@@ -297,7 +295,6 @@ def test_emp_equals_a_brute_force_loop_that_zeroes_each_weight(float64):
     assert np.abs(scores[dense][0].flat[1::2]).min() > 0
 
 
-@pytest.mark.tensorflow_only
 def test_emp_equals_brute_force_on_an_embedding_table(float64):
     keras.utils.set_random_seed(8)
     model = kp.prunable(
@@ -317,7 +314,6 @@ def test_emp_equals_brute_force_on_an_embedding_table(float64):
     np.testing.assert_allclose(scores, _removal_changes(model, [layer], batches)[0], rtol=1e-9, atol=1e-13)
 
 
-@pytest.mark.tensorflow_only
 def test_emp_budget_scores_large_layers_on_fewer_images(float64):
     model = _conv_model()
     layer = model.get_layer("conv")  # 54 weights
@@ -332,11 +328,11 @@ def _per_image_changes(model, layer, x, y) -> np.ndarray:
     """Brute force: the loss change of each image when each weight is zeroed, (weights, images)."""
 
     def losses():
-        return keras.losses.sparse_categorical_crossentropy(y, model(x), from_logits=True).numpy()
+        return keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(y, model(x), from_logits=True))
 
     base = losses()
     variable = layer.pruned_variables[0]
-    original = variable.numpy()
+    original = keras.ops.convert_to_numpy(variable)
     changes = []
     for k in range(original.size):
         modified = original.copy()
@@ -347,7 +343,6 @@ def _per_image_changes(model, layer, x, y) -> np.ndarray:
     return np.array(changes)
 
 
-@pytest.mark.tensorflow_only
 def test_emp_shrinks_each_change_by_its_standard_error_and_its_variants_score_per_image(float64):
     model = _conv_model()
     layer = model.get_layer("dense")
@@ -371,7 +366,6 @@ def test_emp_shrinks_each_change_by_its_standard_error_and_its_variants_score_pe
         get_criterion("emp", significance=-1)
 
 
-@pytest.mark.tensorflow_only
 def test_emps_default_prunes_the_shipped_lenet5_better_than_a_random_ranking(mnist):
     from keras_prune.resources import PRETRAINED_MODEL
     from keras_prune.training import evaluate
@@ -393,7 +387,6 @@ def test_emps_default_prunes_the_shipped_lenet5_better_than_a_random_ranking(mni
     assert emp_error < random_error / 2, (emp_error, random_error)
 
 
-@pytest.mark.tensorflow_only
 def test_emp_refuses_layers_it_cannot_cut_the_model_at():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((4,))
@@ -473,7 +466,7 @@ def test_criterion_options_are_checked():
         kp.prune(_mlp(), {"out": 0.5}, "taylor1")
 
 
-@pytest.mark.parametrize("name", [*SEVEN[:-1], EMP])
+@pytest.mark.parametrize("name", SEVEN)
 def test_every_criterion_prunes_lenet5_through_the_api(name, trained_lenet5, small_data):
     model = kp.prunable(kp.load_model(trained_lenet5), layers=["conv1", "fc3"])
     options = {
@@ -531,7 +524,6 @@ def test_cli_run_takes_any_registered_pruner_with_its_options(trained_lenet5, sm
 # --- defaults that prune well one-shot ------------------------------------------
 
 
-@pytest.mark.tensorflow_only
 @pytest.mark.parametrize(
     "loss, labels",
     [
@@ -599,7 +591,7 @@ ONE_SHOT_PLAN = {"conv1": 0.5, "fc1": 0.9}
 error, magnitude 1.3%."""
 
 
-@pytest.mark.parametrize("name", ["taylor1", "taylor2", "taylor12", "l1", "l2", EMP])
+@pytest.mark.parametrize("name", ["taylor1", "taylor2", "taylor12", "l1", "l2", "emp"])
 def test_every_criterions_default_prunes_the_shipped_lenet5_one_shot_about_as_well_as_magnitude(
     name, mnist, shipped_lenet5_magnitude_error
 ):

@@ -18,7 +18,9 @@ Naively this is one evaluation of the model per weight. Here it is batched:
    types get one call per weight (still batched through the suffix).
 
 Cost is then about N x n evaluations of the suffix alone for n images, with no
-per-weight Python or eager overhead. A weight that is already zero has score 0
+per-weight Python or eager overhead: the batched removals are written with
+`keras.ops` and compiled by the backend (`autodiff.compiled`: `tf.function` on
+TensorFlow, `jax.jit` on JAX; eager on PyTorch). A weight that is already zero has score 0
 exactly and costs nothing.
 
 Score: by default the signed change shrunk towards 0 by two standard errors of its
@@ -35,8 +37,10 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from keras_prune import autodiff
+from keras_prune._keras_compat import graph_nodes, graph_of
 from keras_prune.criteria.base import Criterion, Scores, register_criterion
 from keras_prune.criteria.objective import (
     TaskLoss,
@@ -46,7 +50,7 @@ from keras_prune.criteria.objective import (
     fixed_batches,
     progress_bar,
 )
-from keras_prune.errors import BackendError, InputError
+from keras_prune.errors import InputError
 from keras_prune.wrapper import PruneWrapper
 
 _BLOCK_ELEMENTS = 2**23
@@ -84,17 +88,25 @@ class _Split:
 def _split(model: keras.Model, layer: PruneWrapper) -> _Split:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise InputError(f"emp scores single-input, single-output models; '{model.name}' is not")
+    cannot = InputError(
+        f"emp cannot cut '{model.name}' at layer '{layer.name}': it scores layers at the "
+        "top level of a Sequential or Functional model whose later layers depend on "
+        "the input only through that layer"
+    )
+    # The layer's call in this model's graph: `layer.input` is its first call, which for
+    # a Sequential loaded from a .keras file belongs to a graph Keras built while loading.
+    graph = graph_of(model)
+    calls = [node for node in graph_nodes(graph) if node.operation is layer] if graph is not None else []
+    if len(calls) != 1 or len(calls[0].input_tensors) != 1 or len(calls[0].outputs) != 1:
+        raise cannot
+    (inputs,), (output,) = calls[0].input_tensors, calls[0].outputs
     try:
-        prefix = keras.Model(model.inputs, layer.input)
-        if layer.output is model.outputs[0]:
+        prefix = keras.Model(graph.inputs, inputs)
+        if output is graph.outputs[0]:
             return _Split(prefix, None)
-        return _Split(prefix, keras.Model(layer.output, model.outputs))
+        return _Split(prefix, keras.Model(output, graph.outputs))
     except (ValueError, AttributeError):
-        raise InputError(
-            f"emp cannot cut '{model.name}' at layer '{layer.name}': it scores layers at the "
-            "top level of a Sequential or Functional model whose later layers depend on "
-            "the input only through that layer"
-        ) from None
+        raise cannot from None
 
 
 @dataclass
@@ -135,65 +147,62 @@ class _LayerRemoval:
         self.layer = layer
         self.split = _split(model, layer)
         self.loss = loss
-        self.effective = [tf.constant(w) for w in layer.effective_weights()]
+        self.effective = [ops.convert_to_tensor(w) for w in layer.effective_weights()]
 
-    def _suffix(self, outputs: tf.Tensor) -> tf.Tensor:
+    def _suffix(self, outputs):
         if self.split.suffix is None:
             return outputs
         return self.split.suffix(outputs, training=False)
 
-    def _call_with(self, x: tf.Tensor, index: int, weight: tf.Tensor) -> tf.Tensor:
+    def _call_with(self, x, index: int, weight):
         values = list(self.effective)
         values[index] = weight
-        mapping = list(zip(self.layer.pruned_variables, values))
-        with keras.StatelessScope(state_mapping=mapping):
+        with autodiff.substituted(self.layer.pruned_variables, values):
             return self.layer.layer(x, training=False)
 
-    def base(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def base(self, x, y) -> tuple:
         """The layer's input and output on `x`, and the unchanged model's loss per image."""
         inputs = self.split.prefix(x, training=False)
         outputs = self._call_with(inputs, 0, self.effective[0])
         return inputs, outputs, self.loss.per_sample(y, self._suffix(outputs))
 
     def changes_function(self, index: int, separable: bool, groups: int):
-        """A compiled function: summed loss changes of `groups` groups on one block."""
+        """A compiled function (`autodiff.compiled`): summed loss changes, and summed
+        squared changes, of `groups` groups on one block of images."""
         weight = self.effective[index]
-        shape = weight.shape
-        matrix = tf.reshape(weight, (-1, shape[-1]) if separable else (-1, 1))
-        length, channels = matrix.shape
+        shape = tuple(weight.shape)
+        matrix = ops.reshape(weight, (-1, shape[-1]) if separable else (-1, 1))
+        length, channels = (int(n) for n in matrix.shape)
+        positions = ops.arange(length, dtype="int32")[:, None]
 
-        @tf.function(reduce_retracing=True)
         def changes(inputs, base_outputs, base_losses, y, rows):
             candidates = []
             for g in range(groups):
-                drop = tf.transpose(tf.one_hot(rows[g], length, dtype=matrix.dtype))
-                outputs = self._call_with(inputs, index, tf.reshape(matrix * (1 - drop), shape))
+                drop = ops.cast(ops.equal(positions, rows[g][None, :]), matrix.dtype)  # -1: none
+                outputs = self._call_with(inputs, index, ops.reshape(matrix * (1 - drop), shape))
                 if separable:
-                    own_channel = tf.reshape(
-                        tf.eye(channels, dtype=tf.bool),
-                        (channels,) + (1,) * (len(outputs.shape) - 1) + (channels,),
-                    )
-                    outputs = tf.where(own_channel, outputs[None], base_outputs[None])
+                    rank = len(outputs.shape)
+                    own_channel = ops.reshape(ops.eye(channels, dtype="bool"), (channels,) + (1,) * (rank - 1) + (channels,))
+                    outputs = ops.where(own_channel, outputs[None], base_outputs[None])
                 else:
                     outputs = outputs[None]
                 candidates.append(outputs)
-            stacked = tf.concat(candidates, axis=0)
-            count = tf.shape(stacked)[0]
-            flat = tf.reshape(stacked, tf.concat([[-1], tf.shape(base_outputs)[1:]], axis=0))
-            repeats = tf.concat([[count], tf.ones(tf.rank(y) - 1, tf.int32)], axis=0)
-            per_image = self.loss.per_sample(tf.tile(y, repeats), self._suffix(flat))
-            per_image = tf.reshape(per_image, (groups, channels, -1))
-            change = per_image - tf.cast(base_losses, per_image.dtype)
-            return tf.reduce_sum(change, axis=-1), tf.reduce_sum(tf.square(change), axis=-1)
+            stacked = ops.concatenate(candidates, axis=0)
+            flat = ops.reshape(stacked, (-1,) + tuple(base_outputs.shape[1:]))
+            tiled = ops.tile(y, (groups * channels,) + (1,) * (len(y.shape) - 1))
+            per_image = self.loss.per_sample(tiled, self._suffix(flat))
+            per_image = ops.reshape(per_image, (groups, channels, -1))
+            change = per_image - ops.cast(base_losses, per_image.dtype)
+            return ops.sum(change, axis=-1), ops.sum(ops.square(change), axis=-1)
 
-        return changes
+        return autodiff.compiled(changes)
 
     def measure(
         self, index: int, separable: bool, plan: _Plan, x_all, y_all, bar
     ) -> tuple[np.ndarray, np.ndarray]:
         """Mean loss change of zeroing each weight of variable `index`, and the mean of
         its per-image squares, both shaped like the variable."""
-        weight = self.effective[index].numpy()
+        weight = ops.convert_to_numpy(self.effective[index])
         matrix_shape = (-1, weight.shape[-1]) if separable else (-1, 1)
         totals = np.zeros(np.reshape(weight, matrix_shape).shape, np.float64)
         squares = np.zeros_like(totals)
@@ -204,16 +213,16 @@ class _LayerRemoval:
         rows = np.concatenate([plan.rows, np.full((padding, plan.rows.shape[1]), -1, np.int32)])
         channels = np.arange(rows.shape[1])
         for start in range(0, plan.images, plan.block):
-            x = x_all[start : start + plan.block]
-            y = y_all[start : start + plan.block]
+            x = ops.convert_to_tensor(x_all[start : start + plan.block])
+            y = ops.convert_to_tensor(y_all[start : start + plan.block])
             inputs, base_outputs, base_losses = self.base(x, y)
             for first in range(0, len(rows), plan.groups_per_call):
                 chunk = rows[first : first + plan.groups_per_call]
-                summed, summed_squares = changes(inputs, base_outputs, base_losses, y, tf.constant(chunk))
+                summed, summed_squares = changes(inputs, base_outputs, base_losses, y, ops.convert_to_tensor(chunk))
                 valid = chunk >= 0
                 where = (chunk[valid], np.broadcast_to(channels, chunk.shape)[valid])
-                np.add.at(totals, where, summed.numpy()[valid])
-                np.add.at(squares, where, summed_squares.numpy()[valid])
+                np.add.at(totals, where, ops.convert_to_numpy(summed)[valid])
+                np.add.at(squares, where, ops.convert_to_numpy(summed_squares)[valid])
                 if bar is not None:
                     bar.add(1)
         return tuple(
@@ -292,15 +301,10 @@ class Empirical(Criterion):
         self.verbose = verbose
 
     def score(self, layers, model=None, data=None) -> Scores:
-        if keras.backend.backend() != "tensorflow":  # its batched removals are tf.functions
-            raise BackendError(
-                f"criterion 'emp' runs on the tensorflow backend only; KERAS_BACKEND is "
-                f"'{keras.backend.backend()}' (magnitude, taylor1, taylor2, taylor12, l1 and l2 run on it)"
-            )
         model = check_model(model, self.name)
         batches = fixed_batches(data, self.name)
-        x_all = tf.concat([x for x, _ in batches], axis=0)
-        y_all = tf.concat([y for _, y in batches], axis=0)
+        x_all = np.concatenate([ops.convert_to_numpy(x) for x, _ in batches], axis=0)
+        y_all = np.concatenate([ops.convert_to_numpy(y) for _, y in batches], axis=0)
         loss = TaskLoss(model)
         work = []
         for layer in layers:
