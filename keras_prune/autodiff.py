@@ -19,11 +19,13 @@ any other backend.
 Fisher (Gauss-Newton) products need only gradients at labels sampled from the
 model's own predictive distribution: `sample_categorical` draws them inside ``fn``.
 
-Two implementations, chosen by ``keras.backend.backend()``:
+Three implementations, chosen by ``keras.backend.backend()``:
 
 - TensorFlow: `tf.GradientTape` (and `tf.autodiff.ForwardAccumulator` for the
   Hessian-vector product) inside a `tf.function`;
-- JAX: `jax.grad` and `jax.jvp` inside `jax.jit`.
+- JAX: `jax.grad` and `jax.jvp` inside `jax.jit`;
+- PyTorch: `torch.autograd.grad`, eager; the Hessian-vector product by double
+  backward (the gradient's graph kept, then differentiated against `vectors`).
 
 Other backends raise `BackendError`. Values and results are backend tensors; convert
 with ``keras.ops.convert_to_numpy``.
@@ -31,13 +33,15 @@ with ``keras.ops.convert_to_numpy``.
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Callable, Sequence
 
 import keras
 
 from keras_prune.errors import BackendError
 
-__all__ = ["backend", "compiled", "gradient", "hessian_vector", "sample_categorical", "substituted"]
+__all__ = ["backend", "compiled", "forward_only", "gradient", "hessian_vector", "sample_categorical", "substituted"]
 
 Function = Callable[..., object]
 
@@ -46,16 +50,16 @@ def backend() -> str:
     """The active Keras backend, if keras-prune can differentiate on it.
 
     Returns:
-        ``"tensorflow"`` or ``"jax"``.
+        ``"tensorflow"``, ``"jax"`` or ``"torch"``.
 
     Raises:
         BackendError: any other backend.
     """
     name = keras.backend.backend()
-    if name not in ("tensorflow", "jax"):
+    if name not in ("tensorflow", "jax", "torch"):
         raise BackendError(
             f"the data-driven criteria need derivatives, which keras-prune computes on the "
-            f"tensorflow and jax backends; KERAS_BACKEND is '{name}'"
+            f"tensorflow, jax and torch backends; KERAS_BACKEND is '{name}'"
         )
     return name
 
@@ -98,6 +102,25 @@ def compiled(fn: Function) -> Function:
     return fn
 
 
+def forward_only():
+    """A context in which the model runs without recording gradients: `torch.no_grad`
+    on PyTorch (whose activations otherwise hold a graph and refuse numpy conversion),
+    nothing on TensorFlow and JAX, which record nothing outside a tape or transform.
+
+    Example:
+
+    ```python
+    with forward_only():
+        activations = model(x, training=False)
+    ```
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
 def gradient(fn: Function) -> Function:
     """A compiled ``(values, *args) -> grads``: the gradient of ``fn`` in `values`.
 
@@ -118,6 +141,15 @@ def gradient(fn: Function) -> Function:
         import jax
 
         return jax.jit(jax.grad(fn))
+    if backend() == "torch":
+        import torch
+
+        def eager(values, *args):
+            values = _torch_leaves(values)
+            grads = torch.autograd.grad(fn(values, *_torch_args(args)), values, allow_unused=True)
+            return _torch_results(grads, values)
+
+        return eager
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
@@ -157,6 +189,28 @@ def hessian_vector(fn: Function) -> Function:
             return jax.jvp(lambda v: jax.grad(fn)(v, *args), (values,), (vectors,))
 
         return jax.jit(both)
+    if backend() == "torch":
+        import torch
+
+        def double_backward(values, vectors, *args):
+            values = _torch_leaves(values)
+            # CPU flash attention has no second derivative; the plain (math) kernel has.
+            with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+                value = fn(values, *_torch_args(args))
+            grads = torch.autograd.grad(value, values, create_graph=True, allow_unused=True)
+            grads = [torch.zeros_like(v) if g is None else g for g, v in zip(grads, values)]
+            vectors = [keras.ops.convert_to_tensor(u, dtype=v.dtype) for u, v in zip(vectors, values)]
+            connected = [i for i, g in enumerate(grads) if g.requires_grad]
+            products = [None] * len(values)
+            if connected:
+                found = torch.autograd.grad(
+                    [grads[i] for i in connected], values,
+                    grad_outputs=[vectors[i] for i in connected], allow_unused=True,
+                )
+                products = list(found)
+            return _torch_results(grads, values), _torch_results(products, values)
+
+        return double_backward
     import tensorflow as tf
 
     zero = tf.UnconnectedGradients.ZERO
@@ -188,9 +242,42 @@ def sample_categorical(logits, seed):
         import jax
 
         return jax.random.categorical(jax.random.wrap_key_data(seed.astype("uint32")), logits)
+    if backend() == "torch":
+        import numpy as np
+        import torch
+
+        first, second = (int(s) for s in np.asarray(keras.ops.convert_to_numpy(seed)).ravel()[:2])
+        generator = torch.Generator(device=logits.device).manual_seed(first * 2**32 + (second % 2**32))
+        probabilities = torch.softmax(keras.ops.convert_to_tensor(logits).detach(), dim=-1)
+        return torch.multinomial(probabilities, 1, generator=generator)[:, 0]
     import tensorflow as tf
 
     return tf.random.stateless_categorical(logits, 1, seed)[:, 0]
+
+
+def _torch_leaves(values):
+    """Fresh leaf tensors that record gradients, one per value (torch)."""
+    return [keras.ops.convert_to_tensor(v).detach().requires_grad_(True) for v in values]
+
+
+def _torch_args(args):
+    """The arguments with arrays (numpy, TensorFlow) as torch tensors, as `tf.function`
+    and `jax.jit` convert theirs; anything else (torch tensors, Python values) as it is."""
+    import torch
+
+    def convert(arg):
+        if isinstance(arg, torch.Tensor) or not hasattr(arg, "__array__"):
+            return arg
+        return keras.ops.convert_to_tensor(keras.ops.convert_to_numpy(arg))
+
+    return keras.tree.map_structure(convert, args)
+
+
+def _torch_results(grads, values):
+    """Detached results, zeros where the function does not depend on a value (torch)."""
+    import torch
+
+    return [torch.zeros_like(v).detach() if g is None else g.detach() for g, v in zip(grads, values)]
 
 
 def _dense(grads):

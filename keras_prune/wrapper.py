@@ -240,7 +240,7 @@ class PruneWrapper(keras.layers.Wrapper):
                     f"{tuple(mask_var.shape)}."
                 )
             mask_var.assign(mask)
-            var.assign(var.value * mask)
+            var.assign(var.value * keras.ops.convert_to_tensor(mask))
 
     def mask_arrays(self) -> list[np.ndarray]:
         """The current masks as numpy arrays, aligned with `pruned_variables`."""

@@ -19,6 +19,13 @@ from keras_prune.selection import select_layer
 SEVEN = ["magnitude", "taylor1", "taylor2", "taylor12", "l1", "l2", "emp"]
 
 
+float64_exact = pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="Keras' torch backend computes a float64 Dense in float32 precision (1e-7 off numpy, "
+    "measured 2026-12-04), which these float64 ground truths (rtol 1e-9) cannot survive",
+)
+
+
 @pytest.fixture
 def float64():
     # Keras caches its global dtype policy at the first layer built, so floatx alone
@@ -94,6 +101,7 @@ def _train_a_little(model, batches, steps=60, lr=0.3):
 # --- taylor1 -----------------------------------------------------------------
 
 
+@float64_exact
 def test_taylor1_accumulates_per_batch_gradients_that_match_finite_differences(float64):
     model = _mlp()
     layers = kp.wrapped_layers(model)
@@ -199,6 +207,7 @@ def _flat(scores_by_layer, layers) -> np.ndarray:
     return np.concatenate([a.ravel() for layer in layers for a in scores_by_layer[layer]])
 
 
+@float64_exact
 def test_hutchinson_hessian_diagonal_converges_to_the_exact_diagonal(float64):
     model = _mlp(1)
     layers = kp.wrapped_layers(model)
@@ -279,6 +288,7 @@ def _image_batches(sizes=(6, 5)):
     return [(rng.normal(size=(n, 6, 6, 2)), rng.integers(0, 3, n).astype("int32")) for n in sizes]
 
 
+@float64_exact
 def test_emp_equals_a_brute_force_loop_that_zeroes_each_weight(float64):
     model = _conv_model()
     layers = kp.wrapped_layers(model)
@@ -295,6 +305,7 @@ def test_emp_equals_a_brute_force_loop_that_zeroes_each_weight(float64):
     assert np.abs(scores[dense][0].flat[1::2]).min() > 0
 
 
+@float64_exact
 def test_emp_equals_brute_force_on_an_embedding_table(float64):
     keras.utils.set_random_seed(8)
     model = kp.prunable(
@@ -314,6 +325,7 @@ def test_emp_equals_brute_force_on_an_embedding_table(float64):
     np.testing.assert_allclose(scores, _removal_changes(model, [layer], batches)[0], rtol=1e-9, atol=1e-13)
 
 
+@float64_exact
 def test_emp_budget_scores_large_layers_on_fewer_images(float64):
     model = _conv_model()
     layer = model.get_layer("conv")  # 54 weights

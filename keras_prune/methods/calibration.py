@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_prune import autodiff
 from keras_prune.criteria.objective import Batch, fixed_batches, progress_bar
 from keras_prune.errors import InputError
 from keras_prune.methods.base import Method
@@ -80,7 +81,7 @@ def _input_grams(model, parts, views, batches) -> tuple[list[np.ndarray], list[i
         grams[index] += tf.matmul(features, features, transpose_a=True).numpy()
         rows[index] += int(features.shape[0])
 
-    with _catching_inputs(parts, seen):
+    with _catching_inputs(parts, seen), autodiff.forward_only():
         for x, _ in batches:
             model(x, training=False)
     return grams, rows
@@ -118,7 +119,8 @@ def dense_cross_gram(
     """
     cross = np.zeros((view.inputs, view.inputs))
     caught = []
-    with _catching_inputs([part], lambda _, inputs: caught.append(tf.cast(view.features(inputs), tf.float32))):
+    catching = _catching_inputs([part], lambda _, inputs: caught.append(tf.cast(view.features(inputs), tf.float32)))
+    with catching, autodiff.forward_only():
         for x, _ in batches:
             with keras.StatelessScope(state_mapping=reference):
                 model(x, training=False)
@@ -241,7 +243,7 @@ class LayerwiseMethod(Method):
                 work.append((layer, fraction, part, index))
         reference = None
         if self.dense_targets:
-            reference = [(variable, tf.constant(variable.value)) for variable in model.weights]
+            reference = [(variable, keras.ops.convert_to_tensor(keras.ops.convert_to_numpy(variable))) for variable in model.weights]
         bar = progress_bar(len(work), self.verbose, "kernel")
         for position, (layer, fraction, part, index) in enumerate(work):
             view = kernel_view(part, part.kernel)
