@@ -190,7 +190,8 @@ def han_recipe(dense: keras.Model, net: Net, data: Dataset, settings: Settings, 
     return measure(f"Han's targets, {steps} steps x {settings.epochs} ep", model, data, steps * settings.epochs, clock)
 
 
-def prune_global(model: keras.Model, compression: float, criterion: str, data: Dataset) -> None:
+def prune_global(model: keras.Model, compression: float, criterion: str, data: Dataset,
+                 options: dict | None = None) -> None:
     """Prunes all layers together (global selection) to `compression`x fewer weights.
 
     Scores are compared raw across layers (normalization ``none``): for magnitude, layers
@@ -201,18 +202,20 @@ def prune_global(model: keras.Model, compression: float, criterion: str, data: D
     fraction = 1.0 - 1.0 / compression
     scoring = data.train(BATCH_SIZE, shuffle=True, seed=int(compression)).take(SCORING_BATCHES)
     kp.prune(model, {name: fraction for name in layers}, criterion, data=scoring, scope="global",
-             normalization="none")
+             normalization="none", criterion_options=options if criterion != "magnitude" else None)
 
 
-def screen(dense: keras.Model, data: Dataset, criteria: list[str]) -> dict[str, tuple[list[float], float]]:
-    """One-shot global pruning of the dense model by each criterion, no retraining:
-    validation error (%) at each of `SCREEN_FRACTIONS`, and the CPU seconds it took."""
+def screen(dense: keras.Model, data: Dataset, criteria: list[str],
+           options: dict | None = None) -> dict[str, tuple[list[float], float]]:
+    """One-shot global pruning of the dense model by each criterion (`options` for all
+    but magnitude), no retraining: validation error (%) at each of `SCREEN_FRACTIONS`,
+    and the CPU seconds it took."""
     results = {}
     for criterion in criteria:
         clock, errors = Clock(), []
         for fraction in SCREEN_FRACTIONS:
             model = kp.prunable(dense)
-            prune_global(model, 1.0 / (1.0 - fraction), criterion, data)
+            prune_global(model, 1.0 / (1.0 - fraction), criterion, data, options)
             errors.append(evaluate(model, data.validation()).error)
         results[criterion] = (errors, clock.elapsed()[0])
         print(f"  screen {criterion:<10} " + " ".join(f"{e:6.2f}%" for e in errors), flush=True)
@@ -315,6 +318,11 @@ def run_net(name: str, args: argparse.Namespace, data: Dataset) -> tuple[Point, 
     dense, dense_point = dense_model(name, net, data, settings, dense_epochs, cache=not args.no_cache)
     print(f"\n## {name}: dense test error {dense_point.test_error:.2f}% (Han et al. 2015: dense "
           f"{net.paper[0]:.2f}%, pruned {net.paper[1]:.2f}% at 12x)", flush=True)
+    if args.screen_only:
+        criteria = args.criteria or [c for c in available_criteria() if c != "magnitude"]
+        print(f"\n### {name}: one-shot criteria screen (global selection, no retraining)\n")
+        print(screen_table(screen(dense, data, ["magnitude", *criteria], args.options)))
+        return dense_point, None, {}
     keras.utils.set_random_seed(1)
     han = han_recipe(dense, net, data, settings, args.steps)
     print(f"  {han.label}: {han.compression:.1f}x, test {han.test_error:.2f}%", flush=True)
@@ -344,6 +352,10 @@ def main() -> int:
     parser.add_argument("--targets", type=lambda s: tuple(float(x) for x in s.split(",")),
                         help="compression targets of the curves, comma-separated (x fewer weights)")
     parser.add_argument("--criteria", nargs="*", help="criteria to screen besides magnitude (default: all)")
+    parser.add_argument("--screen-only", action="store_true",
+                        help="only the one-shot criteria screen on the (cached) dense model")
+    parser.add_argument("--options", type=json.loads, help="criterion options for the screen, as JSON, "
+                        'e.g. \'{"damping": 30}\' (magnitude takes none)')
     parser.add_argument("--dense-epochs", type=int, help="dense training epochs (default: 30 / 20)")
     parser.add_argument("--lr", type=float, default=0.05, help="dense learning rate (cosine decay to 0)")
     parser.add_argument("--retrain-lr", type=float, default=0.02,
@@ -365,7 +377,7 @@ def main() -> int:
     data = load_dataset()
     nets = list(NETS) if args.net == "all" else [args.net]
     results = {name: run_net(name, args, data) for name in nets}
-    if args.plot:
+    if args.plot and not args.screen_only:
         plot(args.plot, results, args.tolerance)
         print(f"\nplot: {args.plot}")
     cpu, wall = clock.elapsed()

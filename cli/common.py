@@ -68,35 +68,50 @@ class PrunerOptionDefault(click.Option):
     shows the pruner's default, read from the library when help is printed.
 
     Args:
-        pruner: the registered pruner the default is read from.
+        pruners: the registered pruners that take it; `--help` shows the first one's
+            default, or each one's where they differ.
         option: the constructor option's name.
     """
 
-    def __init__(self, param_decls: list[str], *, pruner: str, option: str, **attributes: Any):
+    def __init__(self, param_decls: list[str], *, pruners: tuple[str, ...], option: str, **attributes: Any):
         super().__init__(param_decls, default=None, show_default=True, **attributes)
-        self.pruner_option = (pruner, option)
+        self.pruners, self.pruner_option = pruners, option
 
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
         from keras_prune.settings import pruner_option_default
 
-        shown = copy.copy(self)  # this option, with the pruner's default, for --help only
-        shown.default = pruner_option_default(*self.pruner_option)
+        shown = copy.copy(self)  # this option, with the pruners' defaults, for --help only
+        defaults = {pruner: pruner_option_default(pruner, self.pruner_option) for pruner in self.pruners}
+        if len(set(defaults.values())) == 1:
+            shown.default = defaults[self.pruners[0]]
+        else:
+            shown.show_default = ", ".join(f"{pruner} {value:g}" for pruner, value in defaults.items())
         return click.Option.get_help_record(shown, ctx)
 
 
+_CRITERIA_WITH_DAMPING = ("taylor1", "taylor2", "taylor12", "l1", "l2", "emp", "sparsegpt")
 _PRUNER_OPTIONS = (
-    ("--probes", "taylor2", "probes", click.IntRange(min=1), "taylor2/taylor12: Hessian probes per scoring batch."),
-    ("--hessian", "taylor2", "hessian", LibraryChoice("hessian estimate"), "taylor2/taylor12: Hessian-diagonal estimate."),
-    ("--gate-penalty", "l1", "penalty", click.FloatRange(min=0), "l1/l2: coefficient of the penalty on the gates."),
-    ("--gate-epochs", "l1", "epochs", click.IntRange(min=1), "l1/l2: passes over the scoring batches to learn the gates."),
-    ("--emp-budget", "emp", "budget", click.IntRange(min=1), "emp: weight-image evaluations per layer; a layer of N weights is scored on budget/N images at most."),
+    ("--probes", ("taylor2", "taylor12"), "probes", click.IntRange(min=1), "taylor2/taylor12: Hessian probes per scoring batch."),
+    ("--hessian", ("taylor2", "taylor12"), "hessian", LibraryChoice("hessian estimate"), "taylor2/taylor12: Hessian-diagonal estimate."),
+    ("--damping", _CRITERIA_WITH_DAMPING, "damping", click.FloatRange(min=0),
+     "taylor1/taylor2/taylor12/l1/l2/emp: weight of the prior in the weight's size (0: the plain formula; "
+     "docs/criteria.md). sparsegpt: Hessian damping, a fraction of its mean diagonal (> 0)."),
+    ("--gate-penalty", ("l1", "l2"), "penalty", click.FloatRange(min=0), "l1/l2: coefficient of the penalty on the gates."),
+    ("--gate-epochs", ("l1", "l2"), "epochs", click.IntRange(min=1), "l1/l2: passes over the scoring batches to learn the gates."),
+    ("--emp-budget", ("emp",), "budget", click.IntRange(min=1), "emp: weight-image evaluations per layer; a layer of N weights is scored on budget/N images at most."),
+    ("--block-size", ("sparsegpt",), "block_size", click.IntRange(min=1), "sparsegpt: input columns pruned and updated together."),
+    ("--per-output/--whole-kernel", ("wanda",), "per_output", bool, "wanda: compare weights within each output, or across the whole kernel."),
+    ("--dense-targets/--pruned-targets", ("sparsegpt", "wanda"), "dense_targets", bool,
+     "sparsegpt/wanda: fit each layer to the dense model's outputs, or (the papers' form) to its own outputs on the pruned inputs."),
+    ("--owl", ("sparsegpt", "wanda"), "owl", click.FloatRange(0, 0.5), "sparsegpt/wanda: OWL's spread of layer fractions (0: off)."),
+    ("--owl-threshold", ("sparsegpt", "wanda"), "owl_threshold", click.FloatRange(min=0, min_open=True), "sparsegpt/wanda: OWL's outlier threshold M (x the mean |w| x input norm)."),
 )
-"""The pruner constructor options the CLI offers: (flag, a pruner that takes it,
+"""The pruner constructor options the CLI offers: (flag, the pruners that take it,
 the constructor option, type, help)."""
 
 
 def _parameter(flag: str) -> str:
-    return flag.lstrip("-").replace("-", "_")
+    return flag.split("/")[0].lstrip("-").replace("-", "_")
 
 
 def _stack(func: Callable, options: list[Callable]) -> Callable:
@@ -107,11 +122,11 @@ def _stack(func: Callable, options: list[Callable]) -> Callable:
 
 
 def pruner_options(func: Callable) -> Callable:
-    """`--probes`, `--hessian`, `--gate-penalty`, `--gate-epochs`, `--emp-budget`:
-    constructor options of the pruners; `criterion_options` collects the given ones."""
+    """`--probes`, `--damping`, `--block-size`, ... (`_PRUNER_OPTIONS`): constructor
+    options of the pruners; `criterion_options` collects the given ones."""
     return _stack(func, [
-        click.option(flag, cls=PrunerOptionDefault, pruner=pruner, option=option, type=kind, help=text)
-        for flag, pruner, option, kind, text in _PRUNER_OPTIONS
+        click.option(flag, _parameter(flag), cls=PrunerOptionDefault, pruners=pruners, option=option, type=kind, help=text)
+        for flag, pruners, option, kind, text in _PRUNER_OPTIONS
     ])
 
 

@@ -105,7 +105,8 @@ def pruner_option_default(pruner: str, option: str) -> Any:
         option: one of its constructor options.
 
     Returns:
-        The constructor's default.
+        The constructor's default, or, where that is None (a per-class default, as
+        the criteria's `damping`), the value a default-built pruner holds.
 
     Example:
 
@@ -113,7 +114,9 @@ def pruner_option_default(pruner: str, option: str) -> Any:
     pruner_option_default("taylor2", "probes")  # 4
     ```
     """
-    return inspect.signature(type(get_pruner(pruner))).parameters[option].default
+    built = get_pruner(pruner)
+    default = inspect.signature(type(built)).parameters[option].default
+    return getattr(built, option, None) if default is None else default
 
 
 def check_count(value: int, what: str, positive: bool = True) -> int:

@@ -292,6 +292,18 @@ def test_pruner_option_help_shows_the_pruners_own_defaults():
         assert _param(run_command, flag.lstrip("-").replace("-", "_")).default is None  # not passed unless given
 
 
+def test_an_option_several_pruners_take_shows_each_ones_default():
+    help_text = " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
+    after = help_text[help_text.index(" --damping "):]
+    shown = after[after.index("[default: "):].split("]")[0]
+    for pruner in ("taylor1", "taylor2", "taylor12", "l1", "l2", "emp", "sparsegpt"):
+        assert f"{pruner} {pruner_option_default(pruner, 'damping'):g}" in shown, shown
+    assert pruner_option_default("taylor2", "damping") == get_pruner("taylor2").damping
+    for flag in ("--block-size", "--per-output / --whole-kernel", "--dense-targets / --pruned-targets",
+                 "--owl", "--owl-threshold"):
+        assert f" {flag} " in help_text, flag
+
+
 def test_unsafe_is_one_option_shared_by_every_command_that_loads_a_model():
     from keras_prune_cli import commands
 

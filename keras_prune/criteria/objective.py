@@ -363,19 +363,22 @@ def damp(
     power: int,
     scale: Sequence[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
-    """Scores plus a prior proportional to ``|w|^power``: a damped estimate.
+    """Scores plus a prior proportional to ``|w|^power``: a damped estimate, in the prior's units.
 
-    ``score_k + damping * mean(|score|) * |w_k|^power / mean(|w|^power)``, the means
-    taken over each variable's kept (non-zero) weights. For a second-order score
-    ``1/2 h_k w_k^2`` (power 2) this is ``1/2 (h_k + damping * h_avg) w_k^2``: the
+    ``score_k / u + damping * |w_k|^power`` with ``u = mean(|score|) / mean(|w|^power)``,
+    the means taken over each variable's kept (non-zero) weights. Within a variable
+    this ranks as ``score_k + damping * u * |w_k|^power``; for a second-order score
+    ``1/2 h_k w_k^2`` (power 2) that is ``1/2 (h_k + damping * h_avg) w_k^2``: the
     Levenberg-Marquardt damping of the curvature, with ``h_avg`` the variable's
     weighted average curvature. Local estimates (derivatives at the trained
     weights, or the loss change of one weight alone) say little about removing
     many weights at once -- a tanh that saturates on a weight's input gives it a
     near-zero curvature, yet removing half of its neighbours un-saturates it -- and
-    the prior carries what the weight's size says. ``damping=0`` leaves the scores
-    unchanged; a large damping ranks as magnitude does. docs/criteria.md gives the
-    measurements behind each criterion's default.
+    the prior carries what the weight's size says. Dividing by ``u`` puts every
+    variable's scores in the prior's units, so under global selection a layer's own
+    score scale does not decide how much of it goes, and a large damping ranks as
+    global magnitude does. ``damping=0`` leaves the scores unchanged (the plain
+    formula). docs/criteria.md gives the measurements behind each criterion's default.
 
     Args:
         scores: one score array per variable.
@@ -391,15 +394,17 @@ def damp(
     Example:
 
     ```python
-    damp([np.array([0.0, 1.0])], [np.array([2.0, 1.0])], 1.0, 2)  # [array([0.8, 1.2])]
+    damp([np.array([0.0, 1.0])], [np.array([2.0, 1.0])], 1.0, 2)  # [array([4., 6.])]
     ```
     """
+    if damping == 0:
+        return list(scores)
     out = []
     for score, weight, sizes in zip(scores, weights, scores if scale is None else scale):
         kept = weight != 0
         prior = np.abs(weight) ** power
         unit = np.abs(sizes[kept]).mean() / prior[kept].mean() if kept.any() and prior[kept].mean() > 0 else 0.0
-        out.append(score + damping * unit * prior)
+        out.append((score / unit if unit > 0 else score) + damping * prior)
     return out
 
 

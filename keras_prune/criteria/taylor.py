@@ -337,7 +337,7 @@ class Taylor2(_SecondOrder):
     ```
     """
 
-    default_damping = 3.0
+    default_damping = 30.0
 
     def score(self, layers, model=None, data=None) -> Scores:
         weights, found = self._derivatives(layers, model, data)
@@ -375,7 +375,7 @@ class Taylor12(_SecondOrder):
     ```
     """
 
-    default_damping = 3.0
+    default_damping = 30.0
 
     def __init__(
         self,
