@@ -85,7 +85,7 @@ class PrunerOptionDefault(click.Option):
         if len(set(defaults.values())) == 1:
             shown.default = defaults[self.pruners[0]]
         else:
-            shown.show_default = ", ".join(f"{pruner} {value:g}" for pruner, value in defaults.items())
+            shown.show_default = ", ".join(f"{pruner} {value}" for pruner, value in defaults.items())
         return click.Option.get_help_record(shown, ctx)
 
 
@@ -94,8 +94,8 @@ _PRUNER_OPTIONS = (
     ("--probes", ("taylor2", "taylor12"), "probes", click.IntRange(min=1), "taylor2/taylor12: Hessian probes per scoring batch."),
     ("--hessian", ("taylor2", "taylor12"), "hessian", LibraryChoice("hessian estimate"), "taylor2/taylor12: Hessian-diagonal estimate."),
     ("--damping", _CRITERIA_WITH_DAMPING, "damping", click.FloatRange(min=0),
-     "taylor1/taylor2/taylor12/l1/l2/emp: weight of the prior in the weight's size (0: the plain formula; "
-     "docs/criteria.md). sparsegpt: Hessian damping, a fraction of its mean diagonal (> 0)."),
+     "taylor1/taylor2/taylor12/l1/l2/emp: weight of the prior in the weight's size (0: the plain, "
+     "unscaled formula; docs/criteria.md). sparsegpt: Hessian damping, a fraction of its mean diagonal (> 0)."),
     ("--gate-penalty", ("l1", "l2"), "penalty", click.FloatRange(min=0), "l1/l2: coefficient of the penalty on the gates."),
     ("--gate-epochs", ("l1", "l2"), "epochs", click.IntRange(min=1), "l1/l2: passes over the scoring batches to learn the gates."),
     ("--emp-budget", ("emp",), "budget", click.IntRange(min=1), "emp: weight-image evaluations per layer; a layer of N weights is scored on budget/N images at most."),

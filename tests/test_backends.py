@@ -183,6 +183,30 @@ def test_emp_prunes_on_this_backend():
     assert all((v == 0).all() for v in _pruned_values(model))
 
 
+def test_emp_measures_each_weights_loss_change_on_this_backend():
+    """emp's batched removals against a plain loop that zeroes one weight at a time
+    (float32, so a loose tolerance; the float64 ground truths are in test_criteria)."""
+    from keras_prune.criteria import get_criterion
+
+    model = kp.prunable(_emp_model())
+    head = kp.wrapped_layers(model)[1]
+    x, y = _data()
+    scores = get_criterion("emp", significance=0, damping=0).score([head], model, [(x, y)])[head][0]
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    variable = head.pruned_variables[0]
+    original = keras.ops.convert_to_numpy(variable)
+    base = float(loss(y, model(x)))
+    expected = np.empty(original.size)
+    for k in range(original.size):
+        modified = original.copy().ravel()
+        modified[k] = 0.0
+        variable.assign(modified.reshape(original.shape))
+        expected[k] = float(loss(y, model(x))) - base
+    variable.assign(original)
+    assert np.abs(expected).max() > 1e-3  # the removals change the loss measurably
+    np.testing.assert_allclose(np.ravel(scores), expected, rtol=1e-2, atol=2e-3 * np.abs(expected).max())
+
+
 @needs_other_backend
 def test_emp_scores_a_loaded_sequential_the_same_on_both_backends(tmp_path):
     from keras_prune.criteria import get_criterion

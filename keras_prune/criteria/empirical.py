@@ -40,7 +40,6 @@ import numpy as np
 from keras import ops
 
 from keras_prune import autodiff
-from keras_prune._keras_compat import graph_nodes, graph_of
 from keras_prune.criteria.base import Criterion, Scores, register_criterion
 from keras_prune.criteria.objective import (
     TaskLoss,
@@ -50,7 +49,8 @@ from keras_prune.criteria.objective import (
     fixed_batches,
     progress_bar,
 )
-from keras_prune.errors import InputError
+from keras_prune.errors import InputError, ModelError
+from keras_prune.graph import graph_nodes
 from keras_prune.wrapper import PruneWrapper
 
 _BLOCK_ELEMENTS = 2**23
@@ -95,8 +95,11 @@ def _split(model: keras.Model, layer: PruneWrapper) -> _Split:
     )
     # The layer's call in this model's graph: `layer.input` is its first call, which for
     # a Sequential loaded from a .keras file belongs to a graph Keras built while loading.
-    graph = graph_of(model)
-    calls = [node for node in graph_nodes(graph) if node.operation is layer] if graph is not None else []
+    try:
+        graph, nodes = graph_nodes(model)
+    except ModelError:
+        raise cannot from None
+    calls = [node for node in nodes if node.operation is layer]
     if len(calls) != 1 or len(calls[0].input_tensors) != 1 or len(calls[0].outputs) != 1:
         raise cannot
     (inputs,), (output,) = calls[0].input_tensors, calls[0].outputs

@@ -378,7 +378,7 @@ def damp(
     variable's scores in the prior's units, so under global selection a layer's own
     score scale does not decide how much of it goes, and a large damping ranks as
     global magnitude does. ``damping=0`` leaves the scores unchanged (the plain
-    formula). docs/criteria.md gives the measurements behind each criterion's default.
+    formula, not rescaled either: under global selection it compares the raw scores). docs/criteria.md gives the measurements behind each criterion's default.
 
     Args:
         scores: one score array per variable.
@@ -404,7 +404,7 @@ def damp(
         kept = weight != 0
         prior = np.abs(weight) ** power
         unit = np.abs(sizes[kept]).mean() / prior[kept].mean() if kept.any() and prior[kept].mean() > 0 else 0.0
-        out.append((score / unit if unit > 0 else score) + damping * prior)
+        out.append((score / unit if unit > 0 else np.zeros_like(score)) + damping * prior)
     return out
 
 
@@ -414,6 +414,6 @@ def check_damping(damping: float) -> float:
         value = float(damping)
     except (TypeError, ValueError):
         raise InputError(f"damping must be a number >= 0, got {damping!r}") from None
-    if not value >= 0:
-        raise InputError(f"damping must be a number >= 0, got {damping}")
+    if not 0 <= value < float("inf"):
+        raise InputError(f"damping must be a finite number >= 0, got {damping}")
     return value
