@@ -103,6 +103,13 @@ def elementwise_activation_op_classes() -> tuple[type, ...]:
     return tuple(getattr(nn, n) for n in names if hasattr(nn, n)) + (numpy_ops.Tanh,)
 
 
+def stored_weight_matrix(layer: keras.layers.Layer) -> keras.Variable:
+    """The variable a Dense, Conv or Embedding layer stores its weight matrix in
+    (``_kernel`` or ``_embeddings``), not the ``kernel`` property, which may be a
+    computed tensor (LoRA, quantization)."""
+    return layer._embeddings if isinstance(layer, keras.layers.Embedding) else layer._kernel
+
+
 def has_value(variable: keras.Variable) -> bool:
     """Whether `variable`'s value can be read now.
 

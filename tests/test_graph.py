@@ -85,6 +85,17 @@ def test_producer_is_the_operation_behind_a_tensor():
     assert _keras_compat.producer(model.output).name == "head"
 
 
+def test_stored_weight_matrix_is_the_variable_behind_kernel_or_embeddings():
+    dense, embedding = keras.layers.Dense(2), keras.layers.Embedding(5, 3)
+    dense.build((None, 4))
+    embedding.build((None,))
+    assert _keras_compat.stored_weight_matrix(dense) is dense.kernel
+    assert _keras_compat.stored_weight_matrix(embedding) is embedding.embeddings
+    conv = keras.layers.Conv2D(2, 3)
+    conv.build((None, 8, 8, 1))
+    assert _keras_compat.stored_weight_matrix(conv) is conv.kernel
+
+
 def test_sublayers_are_the_layers_a_layer_holds():
     bi = keras.layers.Bidirectional(keras.layers.LSTM(3))
     bi.build((None, 4, 2))

@@ -40,6 +40,7 @@ import numpy as np
 from keras import ops
 
 from keras_prune import autodiff
+from keras_prune._keras_compat import stored_weight_matrix
 from keras_prune.criteria.base import Criterion, Scores, register_criterion
 from keras_prune.criteria.objective import (
     TaskLoss,
@@ -73,8 +74,7 @@ def _channel_separable(layer: keras.layers.Layer, variable: keras.Variable) -> b
         return False
     if getattr(layer, "lora_enabled", False):
         return False
-    main = layer._embeddings if isinstance(layer, keras.layers.Embedding) else layer._kernel
-    return main is variable
+    return stored_weight_matrix(layer) is variable
 
 
 @dataclass
