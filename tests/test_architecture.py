@@ -107,6 +107,27 @@ def test_private_keras_api_is_used_in_keras_compat_only():
     assert not offenders, f"private Keras API outside keras_prune/_keras_compat.py: {offenders}"
 
 
+def test_private_attributes_of_other_objects_are_read_in_keras_compat_only():
+    # `layer._kernel`, `getattr(model, "_functional")` and the like reach into Keras (or
+    # keras-hub) internals as surely as a `keras.src` import does; only a module's own
+    # `self._...` is its business.
+    offenders = []
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "cli").rglob("*.py")]:
+        if path == PACKAGE / "_keras_compat.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            name = None
+            if isinstance(node, ast.Attribute) and ast.unparse(node.value) not in ("self", "cls"):
+                name = node.attr
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id in ("getattr", "setattr", "hasattr", "delattr") and len(node.args) >= 2
+                  and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+                name = node.args[1].value
+            if name and name.startswith("_") and not name.startswith("__"):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node)}")
+    assert not offenders, "private attributes outside keras_prune/_keras_compat.py:\n" + "\n".join(offenders)
+
+
 def test_the_package_all_lists_what_it_exports_and_nothing_missing():
     assert len(set(keras_prune.__all__)) == len(keras_prune.__all__)
     missing = [name for name in keras_prune.__all__ if not hasattr(keras_prune, name)]
