@@ -177,9 +177,15 @@ def fastest_interleaved(calls: dict[tuple[str, str], Runner], x: np.ndarray, rou
     return best
 
 
+def timed_runtimes(xla: bool, serving: bool) -> list[tuple[str, str]]:
+    """(runner key, column label) of every runtime timed."""
+    return ([("tf", "TF"), ("tflite", "TFLite")] + [("tf-xla", "TF XLA")] * xla
+            + [("tf-serving", "TF Serving session")] * serving)
+
+
 def benchmark(
     name: str, size: int, round_to: int, rounds: dict[int, int], threads: int, breakdown_batch: int = 0,
-    fraction: float | None = None, xla: bool = False,
+    fraction: float | None = None, xla: bool = False, serving: bool = False,
 ) -> Result:
     plan = PLANS[name]
     if fraction is not None:
@@ -215,11 +221,11 @@ def benchmark(
         started = time.perf_counter()
         calls = {}
         for label, model in (("dense", dense), ("shrunk", small)):
-            for runtime, f in runners(model, batch, threads, xla).items():
+            for runtime, f in runners(model, batch, threads, xla, serving).items():
                 calls[(runtime, label)] = f
         images = np.random.default_rng(2).random((batch, size, size, 3), dtype=np.float32)
         best = fastest_interleaved(calls, images, count)
-        for runtime, shown in (("tf", "TF"), ("tflite", "TFLite")) + ((("tf-xla", "TF XLA"),) if xla else ()):
+        for runtime, shown in timed_runtimes(xla, serving):
             result.latency[f"{shown} batch {batch}"] = (best[(runtime, "dense")], best[(runtime, "shrunk")])
         print(f"batch {batch}: {count} rounds in {time.perf_counter() - started:.0f} s", flush=True)
     return result
@@ -316,6 +322,9 @@ def main() -> int:
                         help="share of filters every planned layer loses (default: the plan's own)")
     parser.add_argument("--xla", action="store_true",
                         help="also time the TF runtime with XLA (tf.function(jit_compile=True))")
+    parser.add_argument("--serving", action="store_true",
+                        help="also time the model as TensorFlow Serving runs it: export_savedmodel's "
+                             "SavedModel in a TF1 Session")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of both runtimes")
     parser.add_argument("--breakdown", type=int, default=0, metavar="BATCH",
                         help="also time every layer alone at this batch size and sum by layer kind")
@@ -340,12 +349,13 @@ def main() -> int:
     if args.fraction is not None and not 0 < args.fraction < 1:
         parser.error(f"--fraction must lie between 0 and 1, got {args.fraction}")
     rounds = {} if args.skip_timing else {b: n for b, n in ((1, args.rounds_1), (32, args.rounds_32)) if n > 0}
-    results = [benchmark(name, args.size, args.round_to, rounds, args.threads, args.breakdown, args.fraction, args.xla)
+    results = [benchmark(name, args.size, args.round_to, rounds, args.threads, args.breakdown, args.fraction, args.xla,
+                         args.serving)
                for name in names]
     if args.width_check:
         width_check(args.size, args.rounds_1, args.threads)
     print("\nFastest call of each configuration, interleaved; ratios measured side by side.\n")
-    runtimes = ("TF", "TFLite") + (("TF XLA",) if args.xla else ())
+    runtimes = [shown for _, shown in timed_runtimes(args.xla, args.serving)]
     print(table(results, [f"{r} batch {b}" for b in rounds for r in runtimes]))
     print(f"\n({time.perf_counter() - started:.0f} s in all; load average now {os.getloadavg()[0]:.1f})")
     return 0

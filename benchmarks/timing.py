@@ -22,10 +22,15 @@ class Clock:
         return time.process_time() - self.cpu, time.perf_counter() - self.wall
 
 
-def runners(model, batch: int, threads: int, xla: bool = False) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def runners(
+    model, batch: int, threads: int, xla: bool = False, serving: bool = False
+) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Callables that run one batch of `batch` images through `model`, keyed by runtime:
-    ``"tf"`` (a concrete tf.function), ``"tflite"`` (an interpreter with `threads` threads)
-    and, with `xla`, ``"tf-xla"`` (the same tf.function compiled by XLA, ``jit_compile=True``)."""
+    ``"tf"`` (a concrete tf.function), ``"tflite"`` (an interpreter with `threads` threads),
+    with `xla` ``"tf-xla"`` (the same tf.function compiled by XLA, ``jit_compile=True``) and,
+    with `serving`, ``"tf-serving"``: the model written by `keras_prune.export_savedmodel`
+    and run as TensorFlow Serving runs it, its signature in a TF1 `Session` (Grappler
+    optimises the whole graph once; `threads` intra- and inter-op threads)."""
     import tensorflow as tf
 
     spec = tf.TensorSpec((batch, *model.input_shape[1:]), tf.float32)
@@ -52,4 +57,24 @@ def runners(model, batch: int, threads: int, xla: bool = False) -> dict[str, Cal
     if xla:
         compiled = tf.function(lambda x: model(x, training=False), jit_compile=True).get_concrete_function(spec)
         found["tf-xla"] = lambda x: compiled(tf.constant(x)).numpy()
+    if serving:
+        found["tf-serving"] = _serving_session(model, threads)
     return found
+
+
+def _serving_session(model, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import tempfile
+
+    import tensorflow as tf
+
+    import keras_prune
+
+    folder = keras_prune.export_savedmodel(model, tempfile.mkdtemp(prefix="bench-serving-"), name="model")
+    graph = tf.Graph()
+    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=threads)
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    with graph.as_default():
+        signature = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(folder)).signature_def["serving_default"]
+    (source,) = [t.name for t in signature.inputs.values()]
+    (target,) = [t.name for t in signature.outputs.values()]
+    return lambda x: session.run(target, {source: x})
