@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from keras_prune import folding
+from keras_prune import _keras_compat, folding
+from keras_prune.errors import ModelError
 from keras_prune.flops import count_macs
 from keras_prune.graph import (
     TensorUnits,
@@ -47,6 +48,7 @@ from keras_prune.graph import (
     rebuild,
 )
 from keras_prune.handlers import layer_units
+from keras_prune.unfolding import unfold_blocks
 from keras_prune.wrapper import inner_layer, strip_layer
 
 __all__ = [
@@ -83,12 +85,14 @@ class ShrinkReport:
     Attributes:
         layers: one row per Dense/Conv/BatchNormalization layer, in graph order.
         parameters: parameter count before (masked model, wrappers excluded) and after.
-        multiply_adds: multiply-adds per example before and after (`keras_prune.flops.count_macs`).
+        multiply_adds: multiply-adds per example before and after (`keras_prune.flops.count_macs`),
+            or None when the model's input sizes are not fixed (a keras-hub backbone takes
+            sequences of any length) and an attention layer's cost depends on them.
     """
 
     layers: tuple[LayerShrink, ...]
     parameters: tuple[int, int]
-    multiply_adds: tuple[int, int]
+    multiply_adds: tuple[int, int] | None
 
     def __str__(self) -> str:
         lines = [f"{'layer':<16} {'type':<20} {'units':>13} {'inputs':>13}"]
@@ -97,9 +101,13 @@ class ShrinkReport:
             inputs = f"{row.inputs[0]} -> {row.inputs[1]}"
             lines.append(f"{row.name:<16} {row.kind:<20} {units:>13} {inputs:>13}")
             lines.extend(f"  {note}" for note in row.notes)
-        (p0, p1), (m0, m1) = self.parameters, self.multiply_adds
+        p0, p1 = self.parameters
         lines.append(f"Parameters: {p0:,} -> {p1:,} ({p0 / max(p1, 1):.2f}x fewer)")
-        lines.append(f"Multiply-adds per example: {m0:,} -> {m1:,} ({m0 / max(m1, 1):.2f}x fewer)")
+        if self.multiply_adds is None:
+            lines.append("Multiply-adds per example: not counted (the input sizes are not fixed)")
+        else:
+            m0, m1 = self.multiply_adds
+            lines.append(f"Multiply-adds per example: {m0:,} -> {m1:,} ({m0 / max(m1, 1):.2f}x fewer)")
         return "\n".join(lines)
 
 
@@ -212,6 +220,17 @@ def _fewer_heads(layer: keras.layers.MultiHeadAttention):
     return type(layer).from_config(config), values, row
 
 
+def _has_dead_units(block) -> bool:
+    """Whether a keras-hub Transformer block (plain) has a dead head (output-projection
+    slice all zero) or a dead FFN unit (intermediate kernel column all zero): then shrink
+    unfolds it (`keras_prune.unfold`) to remove them."""
+    parts = _keras_compat.transformer_block_parts(block)
+    attention = parts["attention"]
+    heads = keras.ops.convert_to_numpy(attention.output_dense.kernel).reshape(int(attention.num_heads), -1)
+    ffn = keras.ops.convert_to_numpy(parts["ffn_in"].kernel)
+    return not heads.any(axis=1).all() or not ffn.any(axis=0).all()
+
+
 def _replacement(layer, state: UnitAnalysis):
     """The layer to use in the shrunk model, the weights to give it (by variable name)
     once built, and its report row (None for layers shrink does not change)."""
@@ -283,7 +302,7 @@ def shrink_with_report(model: keras.Model, fold_batchnorm: bool = False) -> tupl
     ```
     """
     graph_nodes(model)
-    plain = rebuild(model, strip_layer)
+    plain = unfold_blocks(rebuild(model, strip_layer), _has_dead_units)
     state = analyse_units(plain)
     _settle(state)
     rows: list[LayerShrink] = []
@@ -306,11 +325,11 @@ def shrink_with_report(model: keras.Model, fold_batchnorm: bool = False) -> tupl
     small = rebuild(plain, replace, set_weights)
     if fold_batchnorm:
         small = folding.fold_batchnorm(small)
-    report = ShrinkReport(
-        tuple(rows),
-        (plain.count_params(), small.count_params()),
-        (count_macs(plain), count_macs(small)),
-    )
+    try:
+        macs = (count_macs(plain), count_macs(small))
+    except ModelError:  # sizes not fixed: an unfolded block's attention cost depends on them
+        macs = None
+    report = ShrinkReport(tuple(rows), (plain.count_params(), small.count_params()), macs)
     return small, report
 
 
