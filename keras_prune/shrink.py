@@ -16,6 +16,11 @@ the same channels). A class is pinned, and kept, when it reaches the model's out
 or a layer that shrink cannot see through (another Reshape, Softmax, a nested model, a layer
 called twice, ...); the report names the layer.
 
+Attention heads. A MultiHeadAttention loses its dead heads (output-projection slice all
+zero) and lowers ``num_heads``. A keras-hub TransformerEncoder/Decoder with a dead head
+or FFN unit is first unfolded into standard layers (`keras_prune.unfold`), whose heads
+and FFN units are then removed like any others.
+
 Exactness. A dead unit still outputs a constant: ``activation(bias)``, shifted by any
 BatchNormalization on its way. Shrink propagates each dead unit's constant through
 the graph and folds it into the consumer: into the bias of a Dense layer or a

@@ -164,3 +164,30 @@ def test_a_plain_encoder_block_unfolds_with_an_attention_mask():
     x = [RNG.normal(size=(2, 5, 8)).astype("float32"), (RNG.uniform(size=(2, 5, 5)) > 0.3).astype("int32")]
     x[1][:, :, 0] = 1  # every query sees a key
     _assert_same(_out(unfolded, x), _out(model, x))
+
+
+def test_neuron_granularity_on_a_wrapped_block_points_to_unfold():
+    model = kp.prunable(_backbone("bert"))
+    with pytest.raises(kp.InputError, match=r"keras_prune\.unfold"):
+        kp.prune(model, {"transformer_layer_0": 0.5}, granularity="neuron")
+
+
+@pytest.mark.tensorflow_only
+def test_an_unfolded_and_shrunk_model_exports_as_savedmodel(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    tokens = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(50, 8)(tokens)
+    h = keras_hub.layers.TransformerEncoder(16, 2, name="encoder")(h)
+    h = keras_hub.layers.TransformerDecoder(16, 2, normalize_first=True, name="decoder")(h)  # causal, no padding
+    model = keras.Model(tokens, keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling1D()(h)))
+    model.set_weights([np.random.default_rng(2).normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
+    pruned = kp.prunable(kp.unfold(model))
+    kp.prune(pruned, {"decoder_self_attention": 0.5, "encoder_self_attention_layer": 0.5}, granularity="head")
+    small = kp.shrink(pruned)
+    assert small.get_layer("decoder_self_attention").num_heads == 1
+    x = RNG.integers(0, 50, (2, 6)).astype("int32")
+    expected = _out(pruned, x)
+    _assert_same(_out(small, x), expected)
+    folder = kp.export_savedmodel(small, tmp_path, name="unfolded")
+    served = tf.saved_model.load(str(folder)).signatures["serving_default"](tf.constant(x))
+    _assert_same([served["logits"].numpy()], expected)
