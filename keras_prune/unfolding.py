@@ -143,10 +143,11 @@ class _Unfolded:
             attention = keras.ops.cast(attention, "int32")
             mask = attention if mask is None else keras.ops.minimum(mask, attention)
         if causal:
-            position = keras.ops.cumsum(keras.ops.ones_like(x[:, :, 0]), axis=1)  # 1 .. T, any T
-            later = keras.ops.expand_dims(position, axis=2) >= keras.ops.expand_dims(position, axis=1)
-            later = keras.ops.cast(later, "int32")
-            mask = later if mask is None else keras.ops.minimum(mask, later)
+            # positions 1 .. T for any T, in int32 (exact, whatever the block's float dtype)
+            position = keras.ops.cumsum(keras.ops.ones_like(x[:, :, 0], dtype="int32"), axis=1)
+            seen = keras.ops.expand_dims(position, axis=2) >= keras.ops.expand_dims(position, axis=1)
+            seen = keras.ops.cast(seen, "int32")
+            mask = seen if mask is None else keras.ops.minimum(mask, seen)
 
         def run(role, *inputs, **kwargs):
             layer = layers[role]

@@ -104,7 +104,7 @@ def test_pruned_heads_and_ffn_units_of_an_unfolded_block_shrink(kind, tmp_path):
         f"x = {{k: np.array(v, dtype='int32') for k, v in {({k: v.tolist() for k, v in x.items()})!r}.items()}}\n"
         f"model = keras.saving.load_model({str(path)!r})\n"
         "print(model.get_layer(" + repr(attention) + ").num_heads)\n"
-        "print(' '.join(repr(float(v)) for v in keras.tree.flatten(model(x))[-1].numpy().ravel()))\n"
+        "print(' '.join(repr(float(v)) for v in keras.ops.convert_to_numpy(keras.tree.flatten(model(x))[-1]).ravel()))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-800:]
