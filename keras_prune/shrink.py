@@ -203,13 +203,20 @@ def _notes(layer, state: UnitAnalysis) -> tuple[str, ...]:
     return tuple(f"kept {n} pruned unit(s): {reason}" for reason, n in counts.items())
 
 
+def _live_heads(layer: keras.layers.MultiHeadAttention) -> np.ndarray:
+    """Per head of a (plain) MultiHeadAttention, whether its output-projection slice has a
+    non-zero weight: a head whose slice is all zero adds nothing to the output."""
+    output_kernel = keras.ops.convert_to_numpy(layer.output_dense.kernel)
+    return output_kernel.reshape(int(layer.num_heads), -1).any(axis=1)
+
+
 def _fewer_heads(layer: keras.layers.MultiHeadAttention):
     """A MultiHeadAttention without its dead heads (output-projection slice all zero: such
     a head adds nothing to the output, whatever its query, key and value), its weights
     and its report row; the layer itself if no head is dead (or all are: one is kept)."""
     heads = int(layer.num_heads)
     output_kernel = keras.ops.convert_to_numpy(layer.output_dense.kernel)
-    alive = output_kernel.reshape(heads, -1).any(axis=1)
+    alive = _live_heads(layer)
     if alive.all():
         return layer, None, None
     keep = np.flatnonzero(alive) if alive.any() else np.array([0])
@@ -230,10 +237,8 @@ def _has_dead_units(block) -> bool:
     slice all zero) or a dead FFN unit (intermediate kernel column all zero): then shrink
     unfolds it (`keras_prune.unfold`) to remove them."""
     parts = _keras_compat.transformer_block_parts(block)
-    attention = parts["attention"]
-    heads = keras.ops.convert_to_numpy(attention.output_dense.kernel).reshape(int(attention.num_heads), -1)
     ffn = keras.ops.convert_to_numpy(parts["ffn_in"].kernel)
-    return not heads.any(axis=1).all() or not ffn.any(axis=0).all()
+    return not _live_heads(parts["attention"]).all() or not ffn.any(axis=0).all()
 
 
 def _replacement(layer, state: UnitAnalysis):

@@ -191,3 +191,18 @@ def test_an_unfolded_and_shrunk_model_exports_as_savedmodel(tmp_path):
     folder = kp.export_savedmodel(small, tmp_path, name="unfolded")
     served = tf.saved_model.load(str(folder)).signatures["serving_default"](tf.constant(x))
     _assert_same([served["logits"].numpy()], expected)
+
+
+def test_shrink_unfolds_a_plain_block_whose_ffn_units_are_zero():
+    backbone = _backbone("gpt2")
+    dense = kp._keras_compat.transformer_block_parts(backbone.get_layer("transformer_layer_0"))["ffn_in"]
+    kernel = dense.kernel.numpy()
+    kernel[:, :8] = 0.0  # 8 FFN units whose kernel columns are zero, as weight pruning can leave them
+    dense.kernel.assign(kernel)
+    x = _inputs("gpt2")
+    small, report = kp.shrink_with_report(backbone)
+    _assert_same(_out(small, x), _out(backbone, x))
+    rows = {row.name: row for row in report.layers}
+    assert rows["transformer_layer_0_feedforward_intermediate_dense"].units == (32, 24)
+    assert small.get_layer("transformer_layer_0_self_attention").num_heads == 4
+    assert type(small.get_layer("transformer_layer_1")).__name__ == "TransformerDecoder"
