@@ -16,7 +16,9 @@ Run from the repository root (about 3 minutes on 2 shared CPU cores with the def
     .venv/bin/python benchmarks/bench_transformer.py
 
 ``--layers 12`` gives the full BERT-base depth (the per-layer ratios are the same; it
-takes about three times as long). Options: ``--help``. Figures: docs/structured.md.
+takes about three times as long). ``--keras-hub`` builds the same encoder from keras-hub's
+``TransformerEncoder`` blocks (activation gelu) instead, and prunes it after
+`keras_prune.unfold`. Options: ``--help``. Figures: docs/structured.md.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ def encoder(layers: int, seq: int, hidden: int, heads: int, ffn: int) -> keras.M
     return keras.Model(inputs, x, name="encoder")
 
 
+def hub_encoder(layers: int, seq: int, hidden: int, heads: int, ffn: int) -> keras.Model:
+    """The same encoder made of keras-hub ``TransformerEncoder`` blocks (post-norm, like BERT)."""
+    import keras_hub
+
+    x = inputs = keras.Input((seq, hidden), name="embeddings")
+    for i in range(layers):
+        x = keras_hub.layers.TransformerEncoder(ffn, heads, activation="gelu", layer_norm_epsilon=1e-12, name=f"block{i}")(x)
+    return keras.Model(inputs, x, name="hub_encoder")
+
+
 def time_side_by_side(models: dict[str, keras.Model], batch: int, rounds: int, threads: int) -> dict:
     """Fastest seconds per batch for each model and runtime, interleaved call by call."""
     x = np.random.default_rng(0).standard_normal((batch, *models["dense"].input_shape[1:])).astype("float32")
@@ -80,15 +92,23 @@ def main() -> int:
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--keras-hub", action="store_true", help="keras-hub TransformerEncoder blocks, unfolded")
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(0)
 
-    dense = encoder(args.layers, args.seq, args.hidden, args.heads, args.ffn)
-    model = keras_prune.prunable(dense)
-    keras_prune.prune(model, {f"mha{i}": args.fraction for i in range(args.layers)}, granularity="head")
-    keras_prune.prune(model, {f"ffn{i}_in": args.fraction for i in range(args.layers)}, granularity="neuron")
+    shape = (args.layers, args.seq, args.hidden, args.heads, args.ffn)
+    if args.keras_hub:
+        dense = hub_encoder(*shape)
+        model = keras_prune.prunable(keras_prune.unfold(dense))
+        heads, units = "block{}_self_attention_layer", "block{}_feedforward_intermediate_dense"
+    else:
+        dense = encoder(*shape)
+        model = keras_prune.prunable(dense)
+        heads, units = "mha{}", "ffn{}_in"
+    keras_prune.prune(model, {heads.format(i): args.fraction for i in range(args.layers)}, granularity="head")
+    keras_prune.prune(model, {units.format(i): args.fraction for i in range(args.layers)}, granularity="neuron")
     small, report = keras_prune.shrink_with_report(model)
     x = np.random.default_rng(1).standard_normal((2, args.seq, args.hidden)).astype("float32")
     diff = float(np.max(np.abs(model(x) - small(x))))
@@ -98,7 +118,7 @@ def main() -> int:
     (p0, p1), (m0, m1) = report.parameters, report.multiply_adds
     print(f"parameters {p0:,} -> {p1:,} ({p0 / p1:.2f}x fewer); "
           f"FLOPs per example {2 * m0:,} -> {2 * m1:,} ({m0 / m1:.2f}x fewer)")
-    assert m0 == count_macs(dense)
+    assert m0 == count_macs(keras_prune.unfold(dense))  # keras-hub blocks are counted once unfolded
     print(f"{'batch':>5} {'runtime':>8} {'dense ms':>10} {'shrunk ms':>10} {'speed-up':>9}")
     for batch in (int(b) for b in args.batches.split(",")):
         medians = time_side_by_side({"dense": dense, "shrunk": small}, batch, args.rounds, args.threads)

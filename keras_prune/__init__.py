@@ -35,6 +35,7 @@ from keras_prune import (
     storage,
     structured,
     training,
+    unfolding,
 )
 from keras_prune.api import find_layers, prunable, prune, strip, wrapped_layers
 from keras_prune.callbacks import IterativePruning
@@ -54,6 +55,7 @@ from keras_prune.settings import PruneOptions
 from keras_prune.report import LayerSparsity, SparsityReport, sparsity_report
 from keras_prune.shrink import LayerShrink, ShrinkReport, shrink, shrink_with_report
 from keras_prune.storage import load_model, save_model
+from keras_prune.unfolding import unfold
 from keras_prune.wrapper import PruneWrapper
 
 __version__ = "0.1.0"
@@ -105,5 +107,7 @@ __all__ = [
     "strip",
     "structured",
     "training",
+    "unfold",
+    "unfolding",
     "wrapped_layers",
 ]

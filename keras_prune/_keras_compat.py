@@ -123,3 +123,37 @@ def has_value(variable: keras.Variable) -> bool:
     if scope is not None and scope.get_current_value(variable) is not None:
         return True
     return variable._value is not None
+
+
+def keras_mask(tensor) -> Any:
+    """The Keras mask a tensor carries (``_keras_mask``, set by an ``Embedding(mask_zero=True)``
+    and the layers after it), or None."""
+    from keras.src.backend import get_keras_mask
+
+    return get_keras_mask(tensor)
+
+
+def transformer_block_parts(block: keras.layers.Layer) -> dict[str, Any]:
+    """The sublayers of a built keras-hub ``TransformerEncoder`` or ``TransformerDecoder``,
+    which keras-hub keeps in private attributes (``_self_attention_layer``, ...), by role:
+    ``attention``, ``attention_norm``, ``attention_dropout``, ``ffn_norm``, ``ffn_in``,
+    ``ffn_out``, ``ffn_dropout``, and ``cross_attention`` (None for an encoder, or a
+    decoder built without an encoder sequence)."""
+    return {
+        "attention": block._self_attention_layer,
+        "attention_norm": block._self_attention_layer_norm,
+        "attention_dropout": block._self_attention_dropout,
+        "ffn_norm": block._feedforward_layer_norm,
+        "ffn_in": block._feedforward_intermediate_dense,
+        "ffn_out": block._feedforward_output_dense,
+        "ffn_dropout": block._feedforward_dropout,
+        "cross_attention": getattr(block, "_cross_attention_layer", None),
+    }
+
+
+def hub_gelu_approximate() -> Any:
+    """keras-hub's ``gelu_approximate`` activation (``keras.activations.gelu(x,
+    approximate=True)``, BERT's and GPT-2's FFN activation), which keras-hub does not export."""
+    from keras_hub.src.utils.keras_utils import gelu_approximate
+
+    return gelu_approximate

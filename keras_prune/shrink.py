@@ -16,6 +16,11 @@ the same channels). A class is pinned, and kept, when it reaches the model's out
 or a layer that shrink cannot see through (another Reshape, Softmax, a nested model, a layer
 called twice, ...); the report names the layer.
 
+Attention heads. A MultiHeadAttention loses its dead heads (output-projection slice all
+zero) and lowers ``num_heads``. A keras-hub TransformerEncoder/Decoder with a dead head
+or FFN unit is first unfolded into standard layers (`keras_prune.unfold`), whose heads
+and FFN units are then removed like any others.
+
 Exactness. A dead unit still outputs a constant: ``activation(bias)``, shifted by any
 BatchNormalization on its way. Shrink propagates each dead unit's constant through
 the graph and folds it into the consumer: into the bias of a Dense layer or a
@@ -35,7 +40,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from keras_prune import folding
+from keras_prune import _keras_compat, folding
+from keras_prune.errors import ModelError
 from keras_prune.flops import count_macs
 from keras_prune.graph import (
     TensorUnits,
@@ -47,6 +53,7 @@ from keras_prune.graph import (
     rebuild,
 )
 from keras_prune.handlers import layer_units
+from keras_prune.unfolding import unfold_blocks
 from keras_prune.wrapper import inner_layer, strip_layer
 
 __all__ = [
@@ -83,12 +90,14 @@ class ShrinkReport:
     Attributes:
         layers: one row per Dense/Conv/BatchNormalization layer, in graph order.
         parameters: parameter count before (masked model, wrappers excluded) and after.
-        multiply_adds: multiply-adds per example before and after (`keras_prune.flops.count_macs`).
+        multiply_adds: multiply-adds per example before and after (`keras_prune.flops.count_macs`),
+            or None when the model's input sizes are not fixed (a keras-hub backbone takes
+            sequences of any length) and an attention layer's cost depends on them.
     """
 
     layers: tuple[LayerShrink, ...]
     parameters: tuple[int, int]
-    multiply_adds: tuple[int, int]
+    multiply_adds: tuple[int, int] | None
 
     def __str__(self) -> str:
         lines = [f"{'layer':<16} {'type':<20} {'units':>13} {'inputs':>13}"]
@@ -97,9 +106,13 @@ class ShrinkReport:
             inputs = f"{row.inputs[0]} -> {row.inputs[1]}"
             lines.append(f"{row.name:<16} {row.kind:<20} {units:>13} {inputs:>13}")
             lines.extend(f"  {note}" for note in row.notes)
-        (p0, p1), (m0, m1) = self.parameters, self.multiply_adds
+        p0, p1 = self.parameters
         lines.append(f"Parameters: {p0:,} -> {p1:,} ({p0 / max(p1, 1):.2f}x fewer)")
-        lines.append(f"Multiply-adds per example: {m0:,} -> {m1:,} ({m0 / max(m1, 1):.2f}x fewer)")
+        if self.multiply_adds is None:
+            lines.append("Multiply-adds per example: not counted (the input sizes are not fixed)")
+        else:
+            m0, m1 = self.multiply_adds
+            lines.append(f"Multiply-adds per example: {m0:,} -> {m1:,} ({m0 / max(m1, 1):.2f}x fewer)")
         return "\n".join(lines)
 
 
@@ -190,13 +203,20 @@ def _notes(layer, state: UnitAnalysis) -> tuple[str, ...]:
     return tuple(f"kept {n} pruned unit(s): {reason}" for reason, n in counts.items())
 
 
+def _live_heads(layer: keras.layers.MultiHeadAttention) -> np.ndarray:
+    """Per head of a (plain) MultiHeadAttention, whether its output-projection slice has a
+    non-zero weight: a head whose slice is all zero adds nothing to the output."""
+    output_kernel = keras.ops.convert_to_numpy(layer.output_dense.kernel)
+    return output_kernel.reshape(int(layer.num_heads), -1).any(axis=1)
+
+
 def _fewer_heads(layer: keras.layers.MultiHeadAttention):
     """A MultiHeadAttention without its dead heads (output-projection slice all zero: such
     a head adds nothing to the output, whatever its query, key and value), its weights
     and its report row; the layer itself if no head is dead (or all are: one is kept)."""
     heads = int(layer.num_heads)
     output_kernel = keras.ops.convert_to_numpy(layer.output_dense.kernel)
-    alive = output_kernel.reshape(heads, -1).any(axis=1)
+    alive = _live_heads(layer)
     if alive.all():
         return layer, None, None
     keep = np.flatnonzero(alive) if alive.any() else np.array([0])
@@ -210,6 +230,15 @@ def _fewer_heads(layer: keras.layers.MultiHeadAttention):
     config = {**layer.get_config(), "num_heads": len(keep)}
     row = LayerShrink(layer.name, type(layer).__name__, (heads, len(keep)), (heads, len(keep)))
     return type(layer).from_config(config), values, row
+
+
+def _has_dead_units(block) -> bool:
+    """Whether a keras-hub Transformer block (plain) has a dead head (output-projection
+    slice all zero) or a dead FFN unit (intermediate kernel column all zero): then shrink
+    unfolds it (`keras_prune.unfold`) to remove them."""
+    parts = _keras_compat.transformer_block_parts(block)
+    ffn = keras.ops.convert_to_numpy(parts["ffn_in"].kernel)
+    return not _live_heads(parts["attention"]).all() or not ffn.any(axis=0).all()
 
 
 def _replacement(layer, state: UnitAnalysis):
@@ -283,7 +312,7 @@ def shrink_with_report(model: keras.Model, fold_batchnorm: bool = False) -> tupl
     ```
     """
     graph_nodes(model)
-    plain = rebuild(model, strip_layer)
+    plain = unfold_blocks(rebuild(model, strip_layer), _has_dead_units)
     state = analyse_units(plain)
     _settle(state)
     rows: list[LayerShrink] = []
@@ -306,11 +335,11 @@ def shrink_with_report(model: keras.Model, fold_batchnorm: bool = False) -> tupl
     small = rebuild(plain, replace, set_weights)
     if fold_batchnorm:
         small = folding.fold_batchnorm(small)
-    report = ShrinkReport(
-        tuple(rows),
-        (plain.count_params(), small.count_params()),
-        (count_macs(plain), count_macs(small)),
-    )
+    try:
+        macs = (count_macs(plain), count_macs(small))
+    except ModelError:  # sizes not fixed: an unfolded block's attention cost depends on them
+        macs = None
+    report = ShrinkReport(tuple(rows), (plain.count_params(), small.count_params()), macs)
     return small, report
 
 

@@ -46,6 +46,7 @@ from keras_prune.errors import InputError
 from keras_prune.selection import pruned_target
 from keras_prune.graph import coupled_units, is_channel_layer, is_unit_layer
 from keras_prune.handlers import Units, layer_units
+from keras_prune.unfolding import is_transformer_block
 from keras_prune.wrapper import PruneWrapper, inner_layer
 
 __all__ = [
@@ -161,11 +162,17 @@ def check_unit_layer(layer: keras.layers.Layer, granularity: str = "neuron") -> 
         isinstance(layer, PruneWrapper)
         and (is_unit_layer(layer) or is_channel_layer(layer) or isinstance(inner, keras.layers.Embedding))
     ):
+        hint = (
+            " For a keras-hub Transformer block's FFN units, unfold the model first "
+            "(keras_prune.unfold) and prune its '..._feedforward_intermediate_dense' layer."
+            if is_transformer_block(inner)
+            else ""
+        )
         raise InputError(
             f"layer '{layer.name}' ({type(inner).__name__}) cannot be pruned by units; "
             "neuron/filter granularity applies to wrapped Dense and Conv1D/2D/3D layers "
             "(channels_last, groups=1), DepthwiseConv1D/2D layers (channels_last) and "
-            "Embedding rows. Use granularity 'weight' for it."
+            f"Embedding rows. Use granularity 'weight' for it.{hint}"
         )
 
 

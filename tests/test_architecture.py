@@ -27,7 +27,7 @@ PACKAGE = ROOT / "keras_prune"
 LAYERS = [
     ("base", {"errors", "resources", "_keras_compat", "devices", "sparse_encoding", "flops", "autodiff"}),
     ("mechanism", {"handlers", "wrapper"}),
-    ("models and data", {"graph", "storage", "data", "models", "training"}),
+    ("models and data", {"graph", "unfolding", "storage", "data", "models", "training"}),
     ("criteria, methods, selection, schedules", {"criteria", "methods", "selection", "structured", "schedules"}),
     ("API", {"api", "report", "shrink", "folding", "export", "plan", "plotting", "settings", "guard"}),
     ("orchestration", {"callbacks", "checkpoint", "runlog", "sensitivity", "experiment", "state", "results"}),

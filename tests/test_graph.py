@@ -116,6 +116,44 @@ def test_scalar_op_classes_include_the_operators_with_a_number():
         assert isinstance(_keras_compat.producer(y), _keras_compat.scalar_op_classes())
 
 
+def test_keras_mask_is_the_mask_an_embedding_attaches():
+    tokens = keras.Input((5,), dtype="int32")
+    assert _keras_compat.keras_mask(keras.layers.Embedding(30, 4, mask_zero=True)(tokens)) is not None
+    assert _keras_compat.keras_mask(keras.layers.Embedding(30, 4)(tokens)) is None
+
+
+def test_transformer_block_parts_are_the_sublayers_of_keras_hub_blocks():
+    keras_hub = pytest.importorskip("keras_hub")
+    encoder = keras_hub.layers.TransformerEncoder(16, 2)
+    encoder.build((None, 5, 8))
+    parts = _keras_compat.transformer_block_parts(encoder)
+    kinds = {role: type(layer).__name__ if layer is not None else None for role, layer in parts.items()}
+    assert kinds == {
+        "attention": "MultiHeadAttention", "attention_norm": "LayerNormalization", "attention_dropout": "Dropout",
+        "ffn_norm": "LayerNormalization", "ffn_in": "Dense", "ffn_out": "Dense", "ffn_dropout": "Dropout",
+        "cross_attention": None,
+    }
+    assert parts["ffn_in"].units == 16 and parts["attention"].num_heads == 2
+    decoder = keras_hub.layers.TransformerDecoder(16, 2)
+    decoder.build((None, 5, 8), (None, 4, 8))
+    parts = _keras_compat.transformer_block_parts(decoder)
+    assert type(parts["attention"]).__name__ == type(parts["cross_attention"]).__name__ == "CachedMultiHeadAttention"
+    assert {id(layer) for layer in parts.values()} <= {id(layer) for layer in _keras_compat.sublayers(decoder)}
+
+
+def test_hub_gelu_approximate_is_bert_and_gpt2s_ffn_activation():
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=10, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=8
+    )
+    assert backbone.get_layer("transformer_layer_0").activation is _keras_compat.hub_gelu_approximate()
+    x = np.linspace(-3, 3, 7).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(_keras_compat.hub_gelu_approximate()(x)),
+        keras.ops.convert_to_numpy(keras.ops.gelu(x, approximate=True)),
+    )
+
+
 # --- rebuild and the public functions built on it ----------------------------------
 
 

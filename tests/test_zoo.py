@@ -281,7 +281,7 @@ def test_a_zoo_savedmodel_loads_in_a_process_without_keras_prune(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["bert", "gpt2"])
-def test_keras_hub_blocks_prune_whole_heads_that_shrink_keeps(kind):
+def test_keras_hub_blocks_prune_whole_heads_that_shrink_removes(kind):
     keras_hub = pytest.importorskip("keras_hub")
     backbone = (keras_hub.models.BertBackbone if kind == "bert" else keras_hub.models.GPT2Backbone)(
         vocabulary_size=100, num_layers=2, num_heads=4, hidden_dim=16, intermediate_dim=32, max_sequence_length=16
@@ -297,9 +297,12 @@ def test_keras_hub_blocks_prune_whole_heads_that_shrink_keeps(kind):
         assert dead.sum() == pruned
         for kernel in (q, k, v):
             assert not np.moveaxis(kernel.numpy(), 1, 0)[dead].any()
-    # keras-hub's blocks derive key_dim from hidden_dim // num_heads: shrink cannot lower
-    # num_heads and keeps the masked heads, with the same outputs
+    # shrink unfolds the blocks into keras.layers (keras_prune.unfold; tests/test_unfold.py)
+    # and lowers num_heads, with the same outputs
     small, report = kp.shrink_with_report(model)
-    assert report.parameters[1] == report.parameters[0]
+    attention = "self_attention_layer" if kind == "bert" else "self_attention"
+    heads = [small.get_layer(f"transformer_layer_{i}_{attention}").num_heads for i in (0, 1)]
+    assert heads == [2, 3]
+    assert report.parameters[0] - report.parameters[1] == 3 * (3 * (16 * 4 + 4) + 4 * 16)
     for a, b in zip(keras.tree.flatten(model(x)), keras.tree.flatten(small(x))):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-6)
