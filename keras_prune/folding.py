@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_prune.graph import CHANNEL_LAYERS, UNIT_LAYERS, graph_nodes, rebuild, walk
+from keras_prune.graph import CHANNEL_LAYERS, UNIT_LAYERS, graph_nodes, kernel_outputs, rebuild, walk
 from keras_prune.wrapper import strip_layer
 
 __all__ = ["fold_batchnorm"]
@@ -69,7 +69,7 @@ def _foldable_pairs(model: keras.Model) -> list[tuple[keras.layers.Layer, keras.
 def _folded_weights(layer: keras.layers.Layer, bn: keras.layers.BatchNormalization) -> list[np.ndarray]:
     """The kernel and bias of `layer` with `bn` folded in."""
     kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
-    channels = kernel.shape[-1] * (kernel.shape[-2] if isinstance(layer, CHANNEL_LAYERS) else 1)
+    channels = np.prod(kernel_outputs(layer))
     bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64) if layer.use_bias else np.zeros(channels)
     mean = keras.ops.convert_to_numpy(bn.moving_mean).astype(np.float64)
     var = keras.ops.convert_to_numpy(bn.moving_variance).astype(np.float64)

@@ -195,6 +195,17 @@ CHANNEL_LAYERS = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 (a depthwise convolution filters each channel on its own): pruning a channel masks
 its kernel slice, and shrink removes it with the input unit that feeds it."""
 
+
+def kernel_outputs(layer: keras.layers.Layer) -> tuple[int, int]:
+    """A unit or channel layer's outputs (or those of the layer a `PruneWrapper` holds),
+    as ``(groups, per group)``: a depthwise convolution's kernel ``(..., channels, m)``
+    gives input channel ``c`` the outputs ``c * m`` to ``c * m + m - 1``, so
+    ``(channels, m)``; any other kernel ``(..., units)`` gives ``(units, 1)``."""
+    shape = inner_layer(layer).kernel.shape
+    if isinstance(inner_layer(layer), CHANNEL_LAYERS):
+        return int(shape[-2]), int(shape[-1])
+    return int(shape[-1]), 1
+
 _ELEMENTWISE_ACTIVATIONS = frozenset(
     {
         "celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu",
@@ -385,8 +396,8 @@ def kernel_and_bias(layer) -> tuple[np.ndarray, np.ndarray]:
         kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
     if layer.use_bias:
         bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
-    else:  # a depthwise kernel's outputs are its last two axes: channels x multiplier
-        bias = np.zeros(kernel.shape[-1] * (kernel.shape[-2] if isinstance(layer, CHANNEL_LAYERS) else 1))
+    else:
+        bias = np.zeros(np.prod(kernel_outputs(layer)))
     return kernel, bias
 
 
@@ -472,9 +483,8 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
             barrier = f"'{op.name}' ({kind}) gets them zero-padded and shrink cannot follow that"
         elif single and (is_unit_layer(op) or is_channel_layer(op)):
             kernel, bias = kernel_and_bias(op)
-            multiplier = 1
+            multiplier = kernel_outputs(op)[1]
             if is_channel_layer(op):  # kernel (..., channels, m): output c * m + j is slice (c, j)
-                multiplier = int(kernel.shape[-1])
                 kernel = kernel.reshape(*kernel.shape[:-2], kernel.shape[-2] * multiplier)
             dead = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
             nodes_out = np.concatenate([classes.new(not d) for d in dead])
@@ -520,8 +530,8 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
             if ins[0] is None:
                 barrier = None
             else:
-                args = [_as_float32(ins[0].const) if a is tensors[0] else a for a in node.arguments.args]
-                const = np.asarray(keras.ops.convert_to_numpy(op(*args)), dtype=np.float64)[0]
+                args = node.arguments.args
+                const = _apply(lambda x: op(*(x if a is tensors[0] else a for a in args)), ins[0].const)
                 if np.isfinite(const[np.isfinite(ins[0].const)]).all():
                     out, barrier = TensorUnits(ins[0].nodes, const, ins[0].bordered), None
         elif single and _keeps_last_axis(op, node):
@@ -605,7 +615,7 @@ def coupled_units(model: keras.Model) -> dict[keras.layers.Layer, np.ndarray]:
         if id(layer) in state.outputs:
             nodes = state.outputs[id(layer)].nodes
             if is_channel_layer(layer):  # one id per channel: its m outputs share it
-                nodes = nodes[:: int(inner_layer(layer).depth_multiplier)]
+                nodes = nodes[:: kernel_outputs(layer)[1]]
             found[layer] = np.array([state.classes.find(int(i)) for i in nodes])
     return found
 

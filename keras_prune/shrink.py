@@ -50,6 +50,7 @@ from keras_prune.graph import (
     graph_nodes,
     is_channel_layer,
     kernel_and_bias,
+    kernel_outputs,
     rebuild,
 )
 from keras_prune.handlers import layer_units
@@ -249,7 +250,7 @@ def _replacement(layer, state: UnitAnalysis):
         # A removed channel leaves with its input unit (they are one class): nothing to fold.
         # With depth_multiplier m, channel c's outputs c * m .. c * m + m - 1 are one class.
         kernel, bias = kernel_and_bias(layer)
-        channels, m = int(kernel.shape[-2]), int(kernel.shape[-1])
+        channels, m = kernel_outputs(layer)
         keep = np.flatnonzero(~classes.removed(state.outputs[id(layer)].nodes[::m]))
         outputs = (keep[:, None] * m + np.arange(m)).ravel()
         weights = {"kernel": kernel[..., keep, :], "bias": bias[outputs] if layer.use_bias else None}
