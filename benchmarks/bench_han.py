@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import json
 import math
 import os
@@ -53,7 +54,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune.criteria import available_criteria  # noqa: E402
+from keras_prune.criteria import available_criteria, get_criterion  # noqa: E402
 from keras_prune.data import Dataset, load_dataset  # noqa: E402
 from keras_prune.models import lenet5_caffe, lenet_300_100  # noqa: E402
 from keras_prune.training import evaluate  # noqa: E402
@@ -191,31 +192,37 @@ def han_recipe(dense: keras.Model, net: Net, data: Dataset, settings: Settings, 
 
 
 def prune_global(model: keras.Model, compression: float, criterion: str, data: Dataset,
-                 options: dict | None = None) -> None:
+                 options: dict | None = None, seed: int = 0) -> None:
     """Prunes all layers together (global selection) to `compression`x fewer weights.
 
     Scores are compared raw across layers (normalization ``none``): for magnitude, layers
     with small weights (large fan-in) lose most, as with Han's per-layer targets. Criteria
-    that need data score on `SCORING_BATCHES` training batches.
+    that need data score on `SCORING_BATCHES` training batches, shuffled with
+    ``1000 * seed + int(compression)``; a criterion with a ``seed`` option (taylor2's and
+    taylor12's probes) gets `seed` unless `options` sets it. Seed 0 is the default run.
     """
     layers = [layer.name for layer in kp.wrapped_layers(model)]
     fraction = 1.0 - 1.0 / compression
-    scoring = data.train(BATCH_SIZE, shuffle=True, seed=int(compression)).take(SCORING_BATCHES)
+    scoring = data.train(BATCH_SIZE, shuffle=True, seed=1000 * seed + int(compression)).take(SCORING_BATCHES)
+    options = dict(options or {}) if criterion != "magnitude" else None
+    if options is not None and "seed" in inspect.signature(type(get_criterion(criterion)).__init__).parameters:
+        options.setdefault("seed", seed)
     kp.prune(model, {name: fraction for name in layers}, criterion, data=scoring, scope="global",
-             normalization="none", criterion_options=options if criterion != "magnitude" else None)
+             normalization="none", criterion_options=options or None)
 
 
 def screen(dense: keras.Model, data: Dataset, criteria: list[str],
-           options: dict | None = None) -> dict[str, tuple[list[float], float]]:
+           options: dict | None = None, seed: int = 0) -> dict[str, tuple[list[float], float]]:
     """One-shot global pruning of the dense model by each criterion (`options` for all
-    but magnitude), no retraining: validation error (%) at each of `SCREEN_FRACTIONS`,
-    and the CPU seconds it took."""
+    but magnitude; scoring data and probes drawn with `seed`, see `prune_global`), no
+    retraining: validation error (%) at each of `SCREEN_FRACTIONS`, and the CPU seconds
+    it took."""
     results = {}
     for criterion in criteria:
         clock, errors = Clock(), []
         for fraction in SCREEN_FRACTIONS:
             model = kp.prunable(dense)
-            prune_global(model, 1.0 / (1.0 - fraction), criterion, data, options)
+            prune_global(model, 1.0 / (1.0 - fraction), criterion, data, options, seed)
             errors.append(evaluate(model, data.validation()).error)
         results[criterion] = (errors, clock.elapsed()[0])
         print(f"  screen {criterion:<10} " + " ".join(f"{e:6.2f}%" for e in errors), flush=True)
@@ -321,7 +328,7 @@ def run_net(name: str, args: argparse.Namespace, data: Dataset) -> tuple[Point, 
     if args.screen_only:
         criteria = args.criteria or [c for c in available_criteria() if c != "magnitude"]
         print(f"\n### {name}: one-shot criteria screen (global selection, no retraining)\n")
-        print(screen_table(screen(dense, data, ["magnitude", *criteria], args.options)))
+        print(screen_table(screen(dense, data, ["magnitude", *criteria], args.options, args.seed)))
         return dense_point, None, {}
     keras.utils.set_random_seed(1)
     han = han_recipe(dense, net, data, settings, args.steps)
@@ -356,6 +363,9 @@ def main() -> int:
                         help="only the one-shot criteria screen on the (cached) dense model")
     parser.add_argument("--options", type=json.loads, help="criterion options for the screen, as JSON, "
                         'e.g. \'{"damping": 30}\' (magnitude takes none)')
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the screen's scoring batches and of taylor2/taylor12's probes "
+                        "(default 0); other seeds measure the screen's noise")
     parser.add_argument("--dense-epochs", type=int, help="dense training epochs (default: 30 / 20)")
     parser.add_argument("--lr", type=float, default=0.05, help="dense learning rate (cosine decay to 0)")
     parser.add_argument("--retrain-lr", type=float, default=0.02,
