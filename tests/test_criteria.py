@@ -107,6 +107,7 @@ def test_taylor1_accumulates_per_batch_gradients_that_match_finite_differences(f
     layers = kp.wrapped_layers(model)
     batches = _batches()
     scores = get_criterion("taylor1", damping=0).score(layers, model, batches)
+    squared = get_criterion("taylor1", damping=0, squared=True).score(layers, model, batches)
     found = derivatives(layers, model, fixed_batches(batches, "test"))
     shares = np.array([len(b[1]) for b in batches]) / 16
     eps = 1e-6
@@ -115,6 +116,7 @@ def test_taylor1_accumulates_per_batch_gradients_that_match_finite_differences(f
         w = keras.ops.convert_to_numpy(var)
         expected_score = np.zeros_like(w)
         expected_gradient = np.zeros_like(w)
+        expected_squared = np.zeros_like(w)
         for share, batch in zip(shares, batches):
             g = np.zeros_like(w)
             for k in range(w.size):
@@ -125,8 +127,10 @@ def test_taylor1_accumulates_per_batch_gradients_that_match_finite_differences(f
                     g.flat[k] += sign * _mean_loss(model, [batch]) / (2 * eps)
             var.assign(w)
             expected_score += share * np.abs(g * w)
+            expected_squared += share * (g * w) ** 2
             expected_gradient += share * g
         np.testing.assert_allclose(scores[layer][0], expected_score, rtol=1e-6, atol=1e-10)
+        np.testing.assert_allclose(squared[layer][0], expected_squared, rtol=1e-6, atol=1e-12)
         index = layers.index(layer)
         np.testing.assert_allclose(found.gradient[index], expected_gradient, rtol=1e-6, atol=1e-10)
     # Many batches, not one: the first batch alone gives other scores.
@@ -232,6 +236,32 @@ def test_gauss_newton_diagonal_converges_to_the_exact_gauss_newton_diagonal(floa
     flat = _flat(estimate, layers)
     assert (flat >= 0).all()
     assert np.linalg.norm(flat - exact) / np.linalg.norm(exact) < 0.1
+
+
+@float64_exact
+def test_fisher_diagonal_is_the_mean_squared_gradient_of_each_image(float64):
+    model = _mlp(4)
+    layers = kp.wrapped_layers(model)
+    batches = _batches()
+    variables = [v for layer in layers for v in layer.pruned_variables]
+    w = _flat_weights(variables)
+    expected = np.zeros_like(w)
+    eps = 1e-6
+    for x, y in batches:
+        for i in range(len(y)):
+            g = np.zeros_like(w)
+            for k in range(w.size):
+                step = np.zeros_like(w)
+                step[k] = eps
+                up = _loss_at(model, variables, w + step, x[i : i + 1], y[i : i + 1])
+                g[k] = (up - _loss_at(model, variables, w - step, x[i : i + 1], y[i : i + 1])) / (2 * eps)
+            expected += g**2 / 16
+    # probes do not matter: one gradient per image.
+    estimate = _flat(kp.criteria.hessian_diagonal(layers, model, batches, "fisher", probes=3), layers)
+    np.testing.assert_allclose(estimate, expected, rtol=1e-5, atol=1e-12)
+    # taylor2 on it: half the mean squared per-image Taylor term (Molchanov et al. 2019).
+    scores = _flat(get_criterion("taylor2", hessian="fisher", damping=0).score(layers, model, batches), layers)
+    np.testing.assert_allclose(scores, 0.5 * expected * w * w, rtol=1e-5, atol=1e-14)
 
 
 def test_taylor2_is_half_hessian_diagonal_times_weight_squared(float64):
