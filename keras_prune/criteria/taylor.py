@@ -42,8 +42,10 @@ from keras_prune.criteria.objective import (
 from keras_prune.errors import InputError
 from keras_prune.wrapper import PruneWrapper
 
-HESSIAN_ESTIMATES = ("hutchinson", "gauss-newton", "fisher")
-"""The Hessian-diagonal estimates `hessian_diagonal` offers."""
+HESSIAN_ESTIMATES = ("auto", "gauss-newton", "hutchinson", "fisher")
+"""The Hessian-diagonal estimates `hessian_diagonal` offers; ``"auto"`` (taylor2's and
+taylor12's default) is ``"gauss-newton"`` where the model's loss allows it (one sparse
+categorical cross-entropy loss), else ``"hutchinson"``."""
 
 
 @dataclass
@@ -156,6 +158,10 @@ def derivatives(
     variables = scored_variables(layers)
     masks = [m for layer in layers for m in layer.masks]
     loss = TaskLoss(model)
+    if hessian == "auto":
+        hessian = "gauss-newton" if loss.samples_labels() else "hutchinson"
+    if hessian == "gauss-newton" and not loss.samples_labels():
+        raise InputError(loss.sampling_problem())
     weights = [w for layer in layers for w in layer.effective_weights()]
     values = [v.value for v in variables]
 
@@ -267,7 +273,7 @@ class _SecondOrder(Criterion):
     def __init__(
         self,
         probes: int = 4,
-        hessian: str = "hutchinson",
+        hessian: str = "auto",
         seed: int = 0,
         damping: float | None = None,
         verbose: bool = False,
@@ -368,7 +374,7 @@ class Taylor2(_SecondOrder):
     ```
     """
 
-    default_damping = 30.0
+    default_damping = 100.0
 
     def score(self, layers, model=None, data=None) -> Scores:
         weights, found = self._derivatives(layers, model, data)
@@ -411,7 +417,7 @@ class Taylor12(_SecondOrder):
     def __init__(
         self,
         probes: int = 4,
-        hessian: str = "hutchinson",
+        hessian: str = "auto",
         seed: int = 0,
         damping: float | None = None,
         signed: bool = False,
