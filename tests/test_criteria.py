@@ -746,10 +746,11 @@ LENET_300_100 = Path(__file__).resolve().parent.parent / "benchmarks" / "models"
 
 SCREEN_MARGIN = {10: 2.0, 20: 5.0}
 """Points of validation error a default may lose to global magnitude at 10x / 20x here.
-Over 8 scoring draws (docs/criteria.md, 2026-12-04) the defaults' spread was at most
-0.8 (10x) and 2.9 (20x) points, one standard deviation; the broken forms measured on
-this screen lose far more (undamped taylor2 63% at 10x against magnitude's 11.3%;
-each layer's scores in their own scale, taylor1 +35 points on LeNet-5 at 20x)."""
+Over 8 scoring draws (`bench_han.py --seeds 8`, docs/criteria.md, 2026-12-04) the
+defaults' spread was at most 0.8 (10x) and 2.9 (20x) points, one standard deviation.
+Measured here 2026-12-04: magnitude 11.28% / 44.90%, taylor1 7.50 / 37.92, taylor2
+10.78 / 45.80, taylor12 10.44 / 43.90, l1 2.84 / 10.76, l2 5.68 / 26.94; undamped
+(``damping=0``) taylor1 29.90% at 10x, taylor2 22.30%, taylor12 23.46%."""
 
 
 @pytest.fixture(scope="module")
