@@ -702,7 +702,9 @@ GLOBAL_FRACTION = 0.95
 """20x fewer weights, chosen across all layers at once: each criterion's scores
 must be comparable between layers (`objective.damp` puts them in the prior's units).
 Measured 2026-12-04 (validation error on these 2,048 images): magnitude 5.08%;
-taylor1 6.30%, taylor2 6.25%, taylor12 6.98%, l1 5.08%, l2 5.13%. With each layer's
+taylor1 6.30%, l1 5.08%, l2 5.13%; taylor2 5.37% and taylor12 5.57% on the
+Gauss-Newton diagonal (their default since that evening; 6.25% and 6.98% with
+Hutchinson at 30). With each layer's
 scores left in their own scale (the damping before), taylor1 96.9%, taylor2 10.0%,
 taylor12 8.6%."""
 
@@ -747,7 +749,8 @@ LENET_300_100 = Path(__file__).resolve().parent.parent / "benchmarks" / "models"
 SCREEN_MARGIN = {10: 2.0, 20: 5.0}
 """Points of validation error a default may lose to global magnitude at 10x / 20x here.
 Over 8 scoring draws (`bench_han.py --seeds 8`, docs/criteria.md, 2026-12-04) the
-defaults' spread was at most 0.8 (10x) and 2.9 (20x) points, one standard deviation.
+taylor defaults' spread here was at most 1.0 (10x) and 2.5 (20x) points, one standard
+deviation.
 Measured here 2026-12-04: magnitude 11.28% / 44.90%, taylor1 7.50 / 37.92, taylor2
 10.78 / 45.80, taylor12 10.44 / 43.90, l1 2.84 / 10.76, l2 5.68 / 26.94; undamped
 (``damping=0``) taylor1 29.90% at 10x, taylor2 22.30%, taylor12 23.46%."""
