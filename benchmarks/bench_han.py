@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import json
 import math
 import os
@@ -53,7 +54,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_prune as kp  # noqa: E402
-from keras_prune.criteria import available_criteria  # noqa: E402
+from keras_prune.criteria import available_criteria, get_criterion  # noqa: E402
 from keras_prune.data import Dataset, load_dataset  # noqa: E402
 from keras_prune.models import lenet5_caffe, lenet_300_100  # noqa: E402
 from keras_prune.training import evaluate  # noqa: E402
@@ -191,34 +192,50 @@ def han_recipe(dense: keras.Model, net: Net, data: Dataset, settings: Settings, 
 
 
 def prune_global(model: keras.Model, compression: float, criterion: str, data: Dataset,
-                 options: dict | None = None) -> None:
+                 options: dict | None = None, seed: int = 0) -> None:
     """Prunes all layers together (global selection) to `compression`x fewer weights.
 
     Scores are compared raw across layers (normalization ``none``): for magnitude, layers
     with small weights (large fan-in) lose most, as with Han's per-layer targets. Criteria
-    that need data score on `SCORING_BATCHES` training batches.
+    that need data score on `SCORING_BATCHES` training batches, a fixed draw of seed
+    ``1000 * seed + int(compression)`` (`Dataset.scoring`: the same batches in any run,
+    whatever ran before); a criterion with a ``seed`` option (taylor2's and taylor12's
+    probes or label draws) gets `seed` unless `options` sets it. Seed 0 is the default run.
     """
     layers = [layer.name for layer in kp.wrapped_layers(model)]
     fraction = 1.0 - 1.0 / compression
-    scoring = data.train(BATCH_SIZE, shuffle=True, seed=int(compression)).take(SCORING_BATCHES)
+    scoring = data.scoring(BATCH_SIZE, SCORING_BATCHES, 1000 * seed + int(compression))
+    options = dict(options or {}) if criterion != "magnitude" else None
+    if options is not None and "seed" in inspect.signature(type(get_criterion(criterion)).__init__).parameters:
+        options.setdefault("seed", seed)
     kp.prune(model, {name: fraction for name in layers}, criterion, data=scoring, scope="global",
-             normalization="none", criterion_options=options if criterion != "magnitude" else None)
+             normalization="none", criterion_options=options or None)
 
 
-def screen(dense: keras.Model, data: Dataset, criteria: list[str],
-           options: dict | None = None) -> dict[str, tuple[list[float], float]]:
+def screen(dense: keras.Model, data: Dataset, criteria: list[str], options: dict | None = None,
+           seed: int = 0, seeds: int = 1) -> dict[str, tuple[list[float], float, list[float] | None]]:
     """One-shot global pruning of the dense model by each criterion (`options` for all
     but magnitude), no retraining: validation error (%) at each of `SCREEN_FRACTIONS`,
-    and the CPU seconds it took."""
+    and the CPU seconds it took. Data-driven criteria score on `seeds` draws of scoring
+    data (seeds `seed`, `seed` + 1, ...; see `prune_global`): each error is their mean,
+    with their standard deviation beside it when `seeds` > 1 (magnitude needs no data:
+    one draw)."""
     results = {}
     for criterion in criteria:
-        clock, errors = Clock(), []
-        for fraction in SCREEN_FRACTIONS:
-            model = kp.prunable(dense)
-            prune_global(model, 1.0 / (1.0 - fraction), criterion, data, options)
-            errors.append(evaluate(model, data.validation()).error)
-        results[criterion] = (errors, clock.elapsed()[0])
-        print(f"  screen {criterion:<10} " + " ".join(f"{e:6.2f}%" for e in errors), flush=True)
+        clock, draws = Clock(), []
+        for s in range(seed, seed + (1 if criterion == "magnitude" else seeds)):
+            errors = []
+            for fraction in SCREEN_FRACTIONS:
+                model = kp.prunable(dense)
+                prune_global(model, 1.0 / (1.0 - fraction), criterion, data, options, s)
+                errors.append(evaluate(model, data.validation()).error)
+            draws.append(errors)
+            if seeds > 1 and criterion != "magnitude":
+                print(f"  screen {criterion:<10} seed {s}: " + " ".join(f"{e:6.2f}%" for e in errors), flush=True)
+        table = np.array(draws)
+        spread = list(table.std(axis=0, ddof=1)) if len(draws) > 1 else None
+        results[criterion] = (list(table.mean(axis=0)), clock.elapsed()[0] / len(draws), spread)
+        print(f"  screen {criterion:<10} " + " ".join(f"{e:6.2f}%" for e in results[criterion][0]), flush=True)
     return results
 
 
@@ -260,12 +277,14 @@ def results_table(dense: Point, points: list[Point]) -> str:
     return "\n".join([head, point_row(dense), *(point_row(p) for p in points)])
 
 
-def screen_table(results: dict[str, tuple[list[float], float]]) -> str:
-    """The screen's table: validation error per criterion and compression."""
+def screen_table(results: dict[str, tuple[list[float], float, list[float] | None]]) -> str:
+    """The screen's table: validation error per criterion and compression (mean +- standard
+    deviation over the scoring draws, where there were several), CPU time per draw."""
     head = ("| criterion | " + " | ".join(f"{1 / (1 - f):.0f}x val error" for f in SCREEN_FRACTIONS)
             + " | CPU time |\n|---|" + "---|" * (len(SCREEN_FRACTIONS) + 1))
-    rows = [f"| {name} | " + " | ".join(f"{e:.2f}%" for e in errors) + f" | {cpu:.0f} s |"
-            for name, (errors, cpu) in results.items()]
+    rows = [f"| {name} | " + " | ".join(f"{e:.2f}%" + ("" if spread is None else f" ± {d:.2f}")
+                                        for e, d in zip(errors, spread or errors)) + f" | {cpu:.0f} s |"
+            for name, (errors, cpu, spread) in results.items()]
     return "\n".join([head, *rows])
 
 
@@ -321,7 +340,7 @@ def run_net(name: str, args: argparse.Namespace, data: Dataset) -> tuple[Point, 
     if args.screen_only:
         criteria = args.criteria or [c for c in available_criteria() if c != "magnitude"]
         print(f"\n### {name}: one-shot criteria screen (global selection, no retraining)\n")
-        print(screen_table(screen(dense, data, ["magnitude", *criteria], args.options)))
+        print(screen_table(screen(dense, data, ["magnitude", *criteria], args.options, args.seed, args.seeds)))
         return dense_point, None, {}
     keras.utils.set_random_seed(1)
     han = han_recipe(dense, net, data, settings, args.steps)
@@ -356,6 +375,12 @@ def main() -> int:
                         help="only the one-shot criteria screen on the (cached) dense model")
     parser.add_argument("--options", type=json.loads, help="criterion options for the screen, as JSON, "
                         'e.g. \'{"damping": 30}\' (magnitude takes none)')
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the screen's scoring batches and of taylor2/taylor12's probes "
+                        "(default 0); other seeds measure the screen's noise")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="screen each data-driven criterion on this many scoring draws (seeds --seed, "
+                        "--seed + 1, ...): mean and standard deviation per cell")
     parser.add_argument("--dense-epochs", type=int, help="dense training epochs (default: 30 / 20)")
     parser.add_argument("--lr", type=float, default=0.05, help="dense learning rate (cosine decay to 0)")
     parser.add_argument("--retrain-lr", type=float, default=0.02,

@@ -91,8 +91,8 @@ class PrunerOptionDefault(click.Option):
 
 _CRITERIA_WITH_DAMPING = ("taylor1", "taylor2", "taylor12", "l1", "l2", "emp", "sparsegpt")
 _PRUNER_OPTIONS = (
-    ("--probes", ("taylor2", "taylor12"), "probes", click.IntRange(min=1), "taylor2/taylor12: Hessian probes per scoring batch."),
-    ("--hessian", ("taylor2", "taylor12"), "hessian", LibraryChoice("hessian estimate"), "taylor2/taylor12: Hessian-diagonal estimate."),
+    ("--probes", ("taylor2", "taylor12"), "probes", click.IntRange(min=1), "taylor2/taylor12: Hutchinson probes, or Gauss-Newton label draws, per scoring batch."),
+    ("--hessian", ("taylor2", "taylor12"), "hessian", LibraryChoice("hessian estimate"), "taylor2/taylor12: Hessian-diagonal estimate (auto: gauss-newton for a sparse categorical cross-entropy loss, else hutchinson; docs/criteria.md)."),
     ("--damping", _CRITERIA_WITH_DAMPING, "damping", click.FloatRange(min=0),
      "taylor1/taylor2/taylor12/l1/l2/emp: weight of the prior in the weight's size (0: the plain, "
      "unscaled formula; docs/criteria.md). sparsegpt: Hessian damping, a fraction of its mean diagonal (> 0)."),

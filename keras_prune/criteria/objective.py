@@ -103,28 +103,44 @@ class TaskLoss:
         """The mean loss over the batch."""
         return ops.mean(self.per_sample(y_true, y_pred))
 
+    def samples_labels(self) -> bool:
+        """Whether labels can be sampled from the model's predictive distribution
+        (`categorical_logits`): a single sparse categorical cross-entropy loss."""
+        return self.sampling_problem() is None
+
+    def sampling_problem(self) -> str | None:
+        """Why labels cannot be sampled from the model's outputs (the one-line
+        message of `categorical_logits`' InputError), or None if they can."""
+        loss = self.loss
+        if isinstance(loss, list):
+            return (
+                "the Gauss-Newton estimate samples labels from one softmax output; the model "
+                "has one loss per output. Use hessian='hutchinson'."
+            )
+        if not (
+            isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
+            or loss is keras.losses.sparse_categorical_crossentropy
+        ):
+            return (
+                "the Gauss-Newton estimate samples labels from the model's softmax and "
+                "needs the loss SparseCategoricalCrossentropy; the model's loss is "
+                f"{loss!r}. Use hessian='hutchinson'."
+            )
+        return None
+
     def categorical_logits(self, y_pred) -> tf.Tensor:
         """Logits of the model's predictive distribution, for sampling labels.
 
         Raises:
             InputError: the loss is not sparse categorical cross-entropy.
         """
+        problem = self.sampling_problem()
+        if problem is not None:
+            raise InputError(problem)
         loss = self.loss
-        if isinstance(loss, list):
-            raise InputError(
-                "the Gauss-Newton estimate samples labels from one softmax output; the model "
-                "has one loss per output. Use hessian='hutchinson'."
-            )
-        if isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
-            from_logits = bool(loss.get_config().get("from_logits", False))
-        elif loss is keras.losses.sparse_categorical_crossentropy:
-            from_logits = False
-        else:
-            raise InputError(
-                "the Gauss-Newton estimate samples labels from the model's softmax and "
-                "needs the loss SparseCategoricalCrossentropy; the model's loss is "
-                f"{loss!r}. Use hessian='hutchinson'."
-            )
+        from_logits = isinstance(loss, keras.losses.SparseCategoricalCrossentropy) and bool(
+            loss.get_config().get("from_logits", False)
+        )
         if from_logits:
             return y_pred
         return ops.log(ops.maximum(y_pred, ops.cast(1e-12, y_pred.dtype)))

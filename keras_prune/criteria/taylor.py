@@ -42,8 +42,10 @@ from keras_prune.criteria.objective import (
 from keras_prune.errors import InputError
 from keras_prune.wrapper import PruneWrapper
 
-HESSIAN_ESTIMATES = ("hutchinson", "gauss-newton")
-"""The Hessian-diagonal estimates `hessian_diagonal` offers."""
+HESSIAN_ESTIMATES = ("auto", "gauss-newton", "hutchinson", "fisher")
+"""The Hessian-diagonal estimates `hessian_diagonal` offers; ``"auto"`` (taylor2's and
+taylor12's default) is ``"gauss-newton"`` where the model's loss allows it (one sparse
+categorical cross-entropy loss), else ``"hutchinson"``."""
 
 
 @dataclass
@@ -55,11 +57,14 @@ class Derivatives:
             ``sum_b (n_b / N) g_b``.
         abs_product: ``sum_b (n_b / N) |g_b * w|``: the first-order loss change of
             each batch, in absolute value, averaged over the batches.
+        squared_product: ``sum_b (n_b / N) (g_b * w)^2``: its square, averaged over
+            the batches (Molchanov et al. 2019, accumulated per batch).
         hessian: the Hessian-diagonal estimate, or None if not asked for.
     """
 
     gradient: list[np.ndarray]
     abs_product: list[np.ndarray]
+    squared_product: list[np.ndarray]
     hessian: list[np.ndarray] | None
 
 
@@ -117,6 +122,11 @@ def derivatives(
       batch's mean Gauss-Newton diagonal: one forward and backward pass per draw
       (a gradient's cost), and never negative. Needs a sparse categorical
       cross-entropy loss.
+    - ``"fisher"``: the empirical Fisher diagonal ``(1/N) sum_i g_i^2``, from the
+      gradient ``g_i`` of each scoring image's loss at its true label, one image at
+      a time (one gradient per image, whatever `probes`). ``1/2 F w^2`` is then
+      half the squared per-image Taylor term of Molchanov et al. (2019),
+      ``(1/N) sum_i (g_i w)^2``: never negative, and it needs no particular loss.
 
     At a pruned weight (held at zero) the gradient is the loss's slope along that
     zero weight, and the Hutchinson diagonal is 0 (probes are drawn on kept weights
@@ -148,6 +158,10 @@ def derivatives(
     variables = scored_variables(layers)
     masks = [m for layer in layers for m in layer.masks]
     loss = TaskLoss(model)
+    if hessian == "auto":
+        hessian = "gauss-newton" if loss.samples_labels() else "hutchinson"
+    if hessian == "gauss-newton" and not loss.samples_labels():
+        raise InputError(loss.sampling_problem())
     weights = [w for layer in layers for w in layer.effective_weights()]
     values = [v.value for v in variables]
 
@@ -167,13 +181,17 @@ def derivatives(
 
     gradient = [np.zeros_like(w) for w in weights]
     abs_product = [np.zeros_like(g) for g in gradient]
+    squared_product = [np.zeros_like(g) for g in gradient]
     diagonal = [np.zeros_like(g) for g in gradient] if hessian else None
-    bar = progress_bar(len(batches) * (probes if hessian else 1), verbose, "step")
+    draws = 1 if hessian == "fisher" else probes
+    bar = progress_bar(len(batches) * (draws if hessian else 1), verbose, "step")
     for b, ((x, y), share) in enumerate(zip(batches, batch_weights(batches))):
         grads = None if hessian == "hutchinson" else gradient_step(values, x, y)
-        for p in range(probes if hessian else 0):
+        for p in range(draws if hessian else 0):
             seed_pair = np.array([seed, b * probes + p], np.int32)
-            if hessian == "hutchinson":
+            if hessian == "fisher":
+                estimate = _per_image_squared_gradients(gradient_step, values, x, y)
+            elif hessian == "hutchinson":
                 # Probes live on the kept weights only: a pruned weight is held at zero,
                 # so it is not a direction the Hessian may couple to the kept ones.
                 probes_z = _probes(variables, masks, seed_pair)
@@ -186,16 +204,31 @@ def derivatives(
                 count = keras.tree.flatten(x)[0].shape[0]
                 estimate = [count * np.asarray(g) ** 2 for g in sampled]
             for d, e in zip(diagonal, estimate):
-                d += share / probes * e
+                d += share / draws * e
             if bar is not None:
                 bar.add(1)
         if bar is not None and not hessian:
             bar.add(1)
-        for total, abs_total, g, w in zip(gradient, abs_product, grads, weights):
+        for total, abs_total, squared_total, g, w in zip(gradient, abs_product, squared_product, grads, weights):
             g = keras.ops.convert_to_numpy(g)
             total += share * g
             abs_total += share * np.abs(g * w)
-    return Derivatives(gradient=gradient, abs_product=abs_product, hessian=diagonal)
+            squared_total += share * (g * w) ** 2
+    return Derivatives(
+        gradient=gradient, abs_product=abs_product, squared_product=squared_product, hessian=diagonal
+    )
+
+
+def _per_image_squared_gradients(gradient_step, values, x, y) -> list[np.ndarray]:
+    """``(1/n) sum_i g_i^2`` over the `n` images of one batch, ``g_i`` the gradient of
+    image ``i``'s loss: the batch's empirical Fisher diagonal."""
+    count = keras.tree.flatten(x)[0].shape[0]
+    total = None
+    for i in range(count):
+        one = keras.tree.map_structure(lambda t: t[i : i + 1], (x, y))
+        squares = [np.asarray(keras.ops.convert_to_numpy(g), np.float64) ** 2 for g in gradient_step(values, *one)]
+        total = squares if total is None else [t + s for t, s in zip(total, squares)]
+    return [(t / count).astype(np.asarray(keras.ops.convert_to_numpy(v)).dtype) for t, v in zip(total, values)]
 
 
 def hessian_diagonal(
@@ -240,7 +273,7 @@ class _SecondOrder(Criterion):
     def __init__(
         self,
         probes: int = 4,
-        hessian: str = "hutchinson",
+        hessian: str = "auto",
         seed: int = 0,
         damping: float | None = None,
         verbose: bool = False,
@@ -294,14 +327,17 @@ class Taylor1(Criterion):
     needs_data = True
     normalization = "none"
 
-    def __init__(self, damping: float = 10.0, verbose: bool = False):
+    def __init__(self, damping: float = 10.0, squared: bool = False, verbose: bool = False):
         self.damping = check_damping(damping)
+        self.squared = bool(squared)
         self.verbose = verbose
 
     def score(self, layers, model=None, data=None) -> Scores:
         model = check_model(model, self.name)
         found = derivatives(layers, model, fixed_batches(data, self.name), verbose=self.verbose)
         weights = [w for layer in layers for w in layer.effective_weights()]
+        if self.squared:
+            return by_layer(layers, damp(found.squared_product, weights, self.damping, 2))
         return by_layer(layers, damp(found.abs_product, weights, self.damping, 1))
 
 
@@ -338,7 +374,7 @@ class Taylor2(_SecondOrder):
     ```
     """
 
-    default_damping = 30.0
+    default_damping = 100.0
 
     def score(self, layers, model=None, data=None) -> Scores:
         weights, found = self._derivatives(layers, model, data)
@@ -381,7 +417,7 @@ class Taylor12(_SecondOrder):
     def __init__(
         self,
         probes: int = 4,
-        hessian: str = "hutchinson",
+        hessian: str = "auto",
         seed: int = 0,
         damping: float | None = None,
         signed: bool = False,
