@@ -105,3 +105,18 @@ def test_keras_hub_bart_blocks_called_with_keywords_only_are_wrapped():
     kp.prune(model, {"transformer_decoder_layer_0": 0.5})
     assert decoder.sparsity() == pytest.approx(0.5, abs=0.01)
     _assert_same(_out(kp.strip(model), x), _out(model, x))
+
+
+def test_a_custom_layer_with_only_vector_weights_of_its_own_is_left_intact_silently(recwarn):
+    # keras-hub's Gemma RMSNormalization and Mistral's layer norm: a scale, never pruned
+    class Scale(L.Layer):
+        def build(self, shape):
+            self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
+
+        def call(self, x):
+            return x * self.scale
+
+    x = keras.Input((4,))
+    model = kp.prunable(keras.Model(x, L.Dense(2, name="out")(Scale(name="norm")(x))))
+    assert [w.name for w in kp.wrapped_layers(model)] == ["out"]
+    assert not [w for w in recwarn if "no handler" in str(w.message)]
