@@ -331,6 +331,10 @@ def copy_layer(layer: keras.layers.Layer, weights: Sequence | None = None) -> ke
 
     Returns:
         The new layer.
+
+    Raises:
+        ModelError: the layer cannot be re-created from its config, or the re-created
+            layer, built from its build config, does not hold the same weights.
     """
     try:
         new = layer.__class__.from_config(layer.get_config())
@@ -346,5 +350,11 @@ def copy_layer(layer: keras.layers.Layer, weights: Sequence | None = None) -> ke
         if not new.built:  # some layers (keras-hub's) build themselves from their config
             new.build_from_config(build_config)
         values = layer.weights if weights is None else weights
+        if len(new.weights) != len(values):  # e.g. keras-hub's T5 layers build sublayers only when called
+            raise ModelError(
+                f"layer '{layer.name}' ({type(layer).__name__}) re-created from its config and built "
+                f"has {len(new.weights)} weights, not {len(values)}: it creates some only when called "
+                "(its build does not build its sublayers), so keras-prune cannot copy it"
+            )
         new.set_weights([keras.ops.convert_to_numpy(w) for w in values])
     return new

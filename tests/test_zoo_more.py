@@ -120,3 +120,20 @@ def test_a_custom_layer_with_only_vector_weights_of_its_own_is_left_intact_silen
     model = kp.prunable(keras.Model(x, L.Dense(2, name="out")(Scale(name="norm")(x))))
     assert [w.name for w in kp.wrapped_layers(model)] == ["out"]
     assert not [w for w in recwarn if "no handler" in str(w.message)]
+
+
+def test_a_layer_that_builds_its_sublayers_only_when_called_is_a_one_line_error():
+    # keras-hub's T5 layers: no build(), so a copy built from its build config holds no weights
+    class Lazy(L.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = L.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    x = keras.Input((4,))
+    model = keras.Model(x, Lazy(name="lazy")(x))
+    with pytest.raises(ModelError, match=r"'lazy' \(Lazy\) re-created from its config and built has 0 weights, not 2") as info:
+        kp.prunable(model)
+    assert "\n" not in str(info.value)
