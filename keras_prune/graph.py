@@ -22,6 +22,8 @@ Private Keras API is read through `keras_prune._keras_compat` only.
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -177,6 +179,8 @@ def _rebuild(model: keras.Model, substitute: Replace, after_call: AfterCall | No
         old = node.operation
         new = substitute(old)
         args, kwargs = node.arguments.fill_in(tensors)
+        if not args and isinstance(old, keras.layers.Layer):
+            args, kwargs = _first_argument_positional(old, kwargs)
         outputs = args[0] if new is None else new(*args, **kwargs)
         if after_call is not None and new is not None and id(old) not in called and isinstance(old, keras.layers.Layer):
             after_call(old, new)
@@ -185,6 +189,17 @@ def _rebuild(model: keras.Model, substitute: Replace, after_call: AfterCall | No
             tensors[id(t)] = y
     outputs = keras.tree.map_structure(lambda t: tensors[id(t)], graph.output)
     return keras.Model(inputs, outputs, name=model.name, trainable=model.trainable)
+
+
+def _first_argument_positional(layer: keras.layers.Layer, kwargs: dict) -> tuple[tuple, dict]:
+    """A layer called with keywords only (keras-hub's BART calls its decoder blocks as
+    ``block(decoder_sequence=x, encoder_sequence=y)``), called with its first argument
+    positional instead: the same call, which a `PruneWrapper` around it can forward."""
+    first = next(iter(inspect.signature(layer.call).parameters), None)
+    if first not in kwargs:
+        return (), kwargs
+    rest = dict(kwargs)
+    return (rest.pop(first),), rest
 
 
 UNIT_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
@@ -458,15 +473,25 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
     state = UnitAnalysis()
     classes = state.classes
     calls: dict[int, int] = {}
-    for node in nodes:
-        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+
+    def count_calls(nodes) -> None:
+        for node in nodes:
+            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+            if _keras_compat.is_graph_model(node.operation) and calls[id(node.operation)] == 1:
+                count_calls(graph_nodes(node.operation)[1])
+
+    count_calls(nodes)
 
     def pin_all(units: TensorUnits | None, reason: str) -> None:
         if units is not None:
             for i in units.nodes:
                 classes.pin(i, reason)
 
-    for node in nodes:
+    def visit(nodes) -> None:
+        for node in nodes:
+            visit_node(node)
+
+    def visit_node(node) -> None:
         op = node.operation
         tensors = node.arguments.keras_tensors
         ins = [state.units.get(id(t)) for t in tensors]
@@ -477,6 +502,15 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
         bordered = any(u is not None and u.bordered for u in ins)
         if calls[id(op)] > 1:
             barrier = f"'{op.name}' uses them and is called more than once"
+        elif _keras_compat.is_graph_model(op):
+            # A nested model called once: its own units are followed inside it; units
+            # crossing its boundary (its inputs and outputs) are kept, so that its
+            # input and output shapes stay as they are.
+            inner, inner_nodes = graph_nodes(op)
+            visit(inner_nodes)
+            for t in keras.tree.flatten(inner.output):
+                pin_all(state.units.get(id(t)), f"they leave the nested model '{op.name}'")
+            barrier = f"'{op.name}' (nested model) takes them as an input"
         elif bordered and not (
             is_unit_layer(op) or is_channel_layer(op) or type(op) in _INFERENCE_IDENTITY + _ZERO_PADDING
         ):
@@ -579,6 +613,7 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
             out = None
         for t in node.outputs:
             state.units[id(t)] = out
+    visit(nodes)
     for t in keras.tree.flatten(graph.output):
         pin_all(state.units.get(id(t)), "they reach the model's output")
     return state
@@ -598,8 +633,8 @@ def coupled_units(model: keras.Model) -> dict[keras.layers.Layer, np.ndarray]:
 
     Returns:
         For each unit layer and depthwise convolution of the model's own graph (see
-        `is_unit_layer` and `is_channel_layer`; nested models and layers called more
-        than once are not included), one class id per output unit, or per channel of
+        `is_unit_layer` and `is_channel_layer`; those of nested models called once are
+        included, layers called more than once are not), one class id per output unit, or per channel of
         a depthwise convolution. Two units are coupled exactly when their ids are equal.
 
     Example:

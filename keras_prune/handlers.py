@@ -208,7 +208,8 @@ def prunable_variables(layer: keras.layers.Layer) -> list[keras.Variable]:
 
     A layer without a handler contributes the prunable variables of the layers it
     holds; trainable weights of its own are left intact, with a warning (once per
-    layer class) saying so.
+    layer class) saying so where one of them is a matrix or larger (vectors are biases
+    and scales, which are never pruned).
 
     Args:
         layer: a built Keras layer.
@@ -232,7 +233,9 @@ def prunable_variables(layer: keras.layers.Layer) -> list[keras.Variable]:
     found: list[keras.Variable] = []
     for sub in inner:
         found.extend(v for v in prunable_variables(sub) if all(v is not f for f in found))
-    own = [v for v in _own_variables(layer, inner) if len(v.shape) >= 1]
+    # vectors (biases, normalisation scales such as keras-hub's RMSNormalization) are never
+    # pruned anyway: only a matrix or larger left intact is worth a warning
+    own = [v for v in _own_variables(layer, inner) if len(v.shape) >= 2]
     if own and type(layer) not in _warned:
         _warned.add(type(layer))
         warnings.warn(

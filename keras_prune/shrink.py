@@ -13,7 +13,8 @@ squeeze-and-excitation) and Concatenate (on the channel axis).
 Coupled units. Units joined by an element-wise merge form one class: the class is
 removed only if every unit in it is dead (so a residual block and its shortcut lose
 the same channels). A class is pinned, and kept, when it reaches the model's output
-or a layer that shrink cannot see through (another Reshape, Softmax, a nested model, a layer
+or a layer that shrink cannot see through (another Reshape, Softmax, the boundary of a nested model
+(whose own units are followed inside it), a layer
 called twice, ...); the report names the layer.
 
 Attention heads. A MultiHeadAttention loses its dead heads (output-projection slice all

@@ -373,7 +373,7 @@ def prune_units(
     for layer in fractions:
         if layer in graph_classes:
             classes[layer] = graph_classes[layer]
-        else:  # heads, or a unit layer inside a nested model or called twice: coupled to none
+        else:  # heads, or a unit layer called twice (or in a nested model called twice): coupled to none
             units = _units(layer, granularity).count
             classes[layer] = np.arange(next_id, next_id + units)
             next_id += units

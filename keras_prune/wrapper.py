@@ -51,6 +51,7 @@ import numpy as np
 from keras import ops
 
 from keras_prune._keras_compat import has_value
+from keras_prune.errors import ModelError
 from keras_prune.handlers import prunable_variables
 
 __all__ = [
@@ -330,12 +331,30 @@ def copy_layer(layer: keras.layers.Layer, weights: Sequence | None = None) -> ke
 
     Returns:
         The new layer.
+
+    Raises:
+        ModelError: the layer cannot be re-created from its config, or the re-created
+            layer, built from its build config, does not hold the same weights.
     """
-    new = layer.__class__.from_config(layer.get_config())
+    try:
+        new = layer.__class__.from_config(layer.get_config())
+    except Exception as error:  # a layer whose config does not round-trip (a bug of its own)
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ModelError(
+            f"layer '{layer.name}' ({type(layer).__name__}) cannot be re-created from its own "
+            f"config ({type(error).__name__}: {first_line}); keras-prune copies layers that way, "
+            "as saving to .keras does. The layer's get_config needs a fix in its library."
+        ) from None
     build_config = layer.get_build_config()
     if build_config is not None:
         if not new.built:  # some layers (keras-hub's) build themselves from their config
             new.build_from_config(build_config)
         values = layer.weights if weights is None else weights
+        if len(new.weights) != len(values):  # e.g. keras-hub's T5 layers build sublayers only when called
+            raise ModelError(
+                f"layer '{layer.name}' ({type(layer).__name__}) re-created from its config and built "
+                f"has {len(new.weights)} weights, not {len(values)}: it creates some only when called "
+                "(its build does not build its sublayers), so keras-prune cannot copy it"
+            )
         new.set_weights([keras.ops.convert_to_numpy(w) for w in values])
     return new
