@@ -23,7 +23,6 @@ Private Keras API is read through `keras_prune._keras_compat` only.
 from __future__ import annotations
 
 import inspect
-
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
