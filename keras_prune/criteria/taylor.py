@@ -136,7 +136,9 @@ def derivatives(
         layers: the wrapped layers whose prunable variables are differentiated.
         model: the model, computing the loss (see `objective.TaskLoss`).
         batches: fixed scoring batches ``(x, y)``.
-        hessian: None (gradients only) or one of `HESSIAN_ESTIMATES`.
+        hessian: None (gradients only) or one of `HESSIAN_ESTIMATES` (``"auto"``:
+            ``"gauss-newton"`` if the loss is one sparse categorical cross-entropy,
+            else ``"hutchinson"``).
         probes: Rademacher probes (Hutchinson) or label draws (Gauss-Newton) per batch.
         seed: seed of the probes and draws; the estimate is deterministic given it.
         verbose: show a progress bar.
@@ -245,7 +247,7 @@ def hessian_diagonal(
         layers: wrapped layers.
         model: the model.
         data: training batches ``(x, y)``.
-        hessian: ``"hutchinson"`` or ``"gauss-newton"`` (see `derivatives`).
+        hessian: one of `HESSIAN_ESTIMATES` (see `derivatives`).
         probes: probes or label draws per batch.
         seed: seed of the probes.
 
@@ -313,8 +315,14 @@ class Taylor1(Criterion):
     conf to 87% test error, one-shot; with the default 10, to 4.8% (magnitude: 5.5%;
     docs/criteria.md).
 
+    ``squared=True`` scores ``sum_b (n_b / N) (g_{b,k} w_k)^2``, the squared Taylor
+    term of Molchanov et al. (2019) accumulated per batch, damped with the ``w^2``
+    prior (power 2). An option: it ranked worse than the default on the global
+    screen (docs/criteria.md).
+
     Args:
         damping: weight of the ``|w|`` prior (see `objective.damp`), >= 0.
+        squared: score the per-batch squared term instead of its absolute value.
         verbose: show a progress bar.
 
     Example:
@@ -346,24 +354,27 @@ class Taylor2(_SecondOrder):
     """Second-order Taylor, Optimal Brain Damage: ``score = 1/2 * h_kk * w_k^2``.
 
     ``h_kk`` is the Hessian diagonal of the mean loss over the scoring batches,
-    estimated (see `derivatives`) by Hutchinson probes (default: unbiased for the
-    exact diagonal, it converges to it as probes grow) or by the Gauss-Newton
-    diagonal (``hessian="gauss-newton"``: never negative and far less noisy for
-    large layers, at the price of ignoring the loss's curvature through the
-    network's nonlinearities; on LeNet-5 it gave the lower error after retraining,
-    see docs/criteria.md). A negative estimate means removing the weight is
-    predicted to lower the loss, so it goes first.
+    estimated (see `derivatives`) by the Gauss-Newton diagonal (``"gauss-newton"``:
+    never negative and far less noisy for large layers, at the price of ignoring the
+    loss's curvature through the network's nonlinearities), by Hutchinson probes
+    (``"hutchinson"``: unbiased for the exact diagonal, it converges to it as probes
+    grow; a negative estimate means removing the weight is predicted to lower the
+    loss, so it goes first) or by the empirical Fisher diagonal (``"fisher"``). The
+    default, ``"auto"``, is Gauss-Newton where the model's loss is one sparse
+    categorical cross-entropy, else Hutchinson.
 
     The curvature is damped (`objective.damp`): ``1/2 (h_kk + damping * h_avg)
     w_k^2``. Undamped, taylor2 prunes the shipped LeNet-5 with its conf to 11.8%
-    test error one-shot; damped by 3, to 3.6%, by the default 30, to 5.6%
-    (magnitude: 5.5%), which also holds up under global selection (docs/criteria.md).
+    test error one-shot (Hutchinson). With the defaults (Gauss-Newton, 100), to 5.3%
+    (magnitude: 5.5%), and under global selection it ranks at least as well as
+    magnitude within the scoring draw's noise; Hutchinson at 30 lost to magnitude on
+    LeNet-300-100 at 20x (docs/criteria.md).
 
     Args:
         probes: Hutchinson probes (or Gauss-Newton label draws) per scoring batch.
-        hessian: ``"hutchinson"`` or ``"gauss-newton"``.
+        hessian: ``"auto"``, ``"gauss-newton"``, ``"hutchinson"`` or ``"fisher"``.
         seed: seed of the probes.
-        damping: weight of the ``w^2`` prior (default 30), >= 0; 0 is plain OBD.
+        damping: weight of the ``w^2`` prior (default 100), >= 0; 0 is plain OBD.
         verbose: show a progress bar.
 
     Example:
@@ -394,12 +405,13 @@ class Taylor12(_SecondOrder):
     the loss go first. At a trained model the mean gradient is mostly noise, so the
     signed score sends first the weights whose noise happens to point down: on the
     shipped LeNet-5, signed and undamped, the conf prunes to 89% test error
-    one-shot and ``-l 8 -p 0.7`` to 66%; with the defaults, to 5.5% and 0.54%
-    (magnitude: 5.5% and 0.62%; docs/criteria.md).
+    one-shot and ``-l 8 -p 0.7`` to 66%; with the defaults (the Hessian estimate as
+    in `Taylor2`, damping 30), to 5.8% and 0.60% (magnitude: 5.5% and 0.62%; over three
+    scoring draws 5.5% on the conf; docs/criteria.md).
 
     Args:
         probes: Hutchinson probes (or Gauss-Newton label draws) per scoring batch.
-        hessian: ``"hutchinson"`` or ``"gauss-newton"``.
+        hessian: ``"auto"``, ``"gauss-newton"``, ``"hutchinson"`` or ``"fisher"``.
         seed: seed of the probes.
         damping: weight of the ``w^2`` prior (default 30), >= 0.
         signed: score the signed predicted change instead of ``|g w| + 1/2 h w^2``.
