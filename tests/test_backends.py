@@ -127,8 +127,9 @@ def test_iterative_pruning_inside_fit_reaches_its_fractions():
 CRITERIA = {
     "magnitude": ("magnitude", None),
     "taylor1": ("taylor1", None),
-    "taylor2-hutchinson": ("taylor2", {"probes": 2}),
+    "taylor2-hutchinson": ("taylor2", {"probes": 2, "hessian": "hutchinson"}),
     "taylor2-gauss-newton": ("taylor2", {"probes": 2, "hessian": "gauss-newton"}),
+    "taylor2-fisher": ("taylor2", {"hessian": "fisher"}),
     "taylor12": ("taylor12", {"probes": 1}),
     "l1": ("l1", {"epochs": 1}),
     "l2": ("l2", {"epochs": 1}),
