@@ -54,6 +54,21 @@ def write_idx_dataset(folder: Path, n_train: int, n_test: int, compress: bool = 
 _MNIST: list[Dataset] = []
 
 
+def model_outputs(model, x) -> list[np.ndarray]:
+    """Every output of `model` on `x` in inference mode, as numpy arrays."""
+    return [keras.ops.convert_to_numpy(y) for y in keras.tree.flatten(model(x, training=False))]
+
+
+def assert_same_outputs(actual, expected, rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    """Equal outputs, which must be finite (NaN == NaN passes assert_allclose) and not all zero;
+    ``atol`` is scaled down for outputs smaller than 1, so tiny outputs are still compared."""
+    for a, e in zip(actual, expected, strict=True):
+        assert np.isfinite(e).all() and np.isfinite(a).all(), "non-finite outputs"
+        scale = float(np.abs(e).max())
+        assert scale > 0, "outputs all zero"
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol * min(1.0, scale))
+
+
 def _mnist() -> Dataset:
     if not _MNIST:
         _MNIST.append(load_dataset())

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import keras_prune as kp
+from tests.conftest import assert_same_outputs, model_outputs
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -37,14 +38,8 @@ def _inputs(kind):
     return x
 
 
-def _out(model, x):
-    return [keras.ops.convert_to_numpy(y) for y in keras.tree.flatten(model(x, training=False))]
-
-
 def _assert_same(actual, expected, atol=1e-5):
-    for a, e in zip(actual, expected, strict=True):
-        assert np.isfinite(e).all() and np.abs(e).max() > 0
-        np.testing.assert_allclose(a, e, rtol=1e-5, atol=atol)
+    assert_same_outputs(actual, expected, rtol=1e-5, atol=atol)
 
 
 def _hub_layers(model):
@@ -63,13 +58,13 @@ def test_unfold_replaces_the_blocks_by_keras_layers_with_the_same_outputs(kind):
     assert type(unfolded.get_layer("transformer_layer_1_feedforward_intermediate_dense")) is keras.layers.Dense
     assert unfolded.count_params() == backbone.count_params()
     x = _inputs(kind)
-    _assert_same(_out(unfolded, x), _out(backbone, x))
+    _assert_same(model_outputs(unfolded, x), model_outputs(backbone, x))
     # the padding mask and (GPT-2) the causal mask matter: changing a padded or a later token
     # changes neither model's outputs at the earlier, unpadded positions
     changed = {k: v.copy() for k, v in x.items()}
     changed["token_ids"][0, 6] = changed["token_ids"][0, 6] % 99 + 1  # padded in sequence 0
     changed["token_ids"][2, 7] = changed["token_ids"][2, 7] % 99 + 1  # the last, unpadded token of sequence 2
-    first, second = (_out(unfolded, v)[-1] for v in (x, changed))
+    first, second = (model_outputs(unfolded, v)[-1] for v in (x, changed))
     np.testing.assert_allclose(second[0, :5], first[0, :5], atol=1e-6)
     if kind == "gpt2":
         np.testing.assert_allclose(second[2, :7], first[2, :7], atol=1e-6)
@@ -83,9 +78,9 @@ def test_pruned_heads_and_ffn_units_of_an_unfolded_block_shrink(kind, tmp_path):
     kp.prune(model, {attention: 0.5}, granularity="head")
     kp.prune(model, {ffn: 0.5}, granularity="neuron")
     x = _inputs(kind)
-    masked = _out(model, x)
+    masked = model_outputs(model, x)
     small, report = kp.shrink_with_report(model)
-    _assert_same(_out(small, x), masked)
+    _assert_same(model_outputs(small, x), masked)
     rows = {row.name: row for row in report.layers}
     assert rows[attention].units == (4, 2)
     assert rows[ffn].units == (32, 16)
@@ -119,7 +114,7 @@ def test_shrink_unfolds_a_wrapped_block_with_pruned_heads_only(kind):
     kp.prune(model, {"transformer_layer_1": 0.5}, granularity="head")
     x = _inputs(kind)
     small, report = kp.shrink_with_report(model)
-    _assert_same(_out(small, x), _out(model, x))
+    _assert_same(model_outputs(small, x), model_outputs(model, x))
     assert small.get_layer(f"transformer_layer_1_{ATTENTION[kind]}").num_heads == 2
     # the block without dead units stays a keras-hub block
     assert type(small.get_layer("transformer_layer_0")).__name__ in ("TransformerEncoder", "TransformerDecoder")
@@ -134,7 +129,7 @@ def test_shrink_lowers_heads_of_a_backbone_nested_in_a_model():
     kp.prune(model, {f"{backbone.name}/transformer_layer_0": 0.5}, granularity="head")
     x = _inputs("bert")
     small = kp.shrink(model)
-    _assert_same(_out(small, x), _out(model, x))
+    _assert_same(model_outputs(small, x), model_outputs(model, x))
     nested = small.get_layer(backbone.name)
     assert nested.get_layer("transformer_layer_0_self_attention_layer").num_heads == 2
 
@@ -151,7 +146,7 @@ def test_blocks_unfold_cannot_reproduce_stay_as_they_are():
     assert type(unfolded.get_layer("masked_encoder")) is keras_hub.layers.TransformerEncoder
     assert type(unfolded.get_layer("cross_decoder")) is keras_hub.layers.TransformerDecoder
     x = RNG.integers(0, 50, (2, 6)).astype("int32")
-    _assert_same(_out(unfolded, x), _out(model, x))
+    _assert_same(model_outputs(unfolded, x), model_outputs(model, x))
 
 
 def test_a_plain_encoder_block_unfolds_with_an_attention_mask():
@@ -163,7 +158,7 @@ def test_a_plain_encoder_block_unfolds_with_an_attention_mask():
     assert type(unfolded.get_layer("block_self_attention_layer")) is keras.layers.MultiHeadAttention
     x = [RNG.normal(size=(2, 5, 8)).astype("float32"), (RNG.uniform(size=(2, 5, 5)) > 0.3).astype("int32")]
     x[1][:, :, 0] = 1  # every query sees a key
-    _assert_same(_out(unfolded, x), _out(model, x))
+    _assert_same(model_outputs(unfolded, x), model_outputs(model, x))
 
 
 def test_neuron_granularity_on_a_wrapped_block_points_to_unfold():
@@ -186,8 +181,8 @@ def test_an_unfolded_and_shrunk_model_exports_as_savedmodel(tmp_path):
     small = kp.shrink(pruned)
     assert small.get_layer("decoder_self_attention").num_heads == 1
     x = RNG.integers(0, 50, (2, 6)).astype("int32")
-    expected = _out(pruned, x)
-    _assert_same(_out(small, x), expected)
+    expected = model_outputs(pruned, x)
+    _assert_same(model_outputs(small, x), expected)
     folder = kp.export_savedmodel(small, tmp_path, name="unfolded")
     served = tf.saved_model.load(str(folder)).signatures["serving_default"](tf.constant(x))
     _assert_same([served["logits"].numpy()], expected)
@@ -201,7 +196,7 @@ def test_shrink_unfolds_a_plain_block_whose_ffn_units_are_zero():
     dense.kernel.assign(kernel)
     x = _inputs("gpt2")
     small, report = kp.shrink_with_report(backbone)
-    _assert_same(_out(small, x), _out(backbone, x))
+    _assert_same(model_outputs(small, x), model_outputs(backbone, x))
     rows = {row.name: row for row in report.layers}
     assert rows["transformer_layer_0_feedforward_intermediate_dense"].units == (32, 24)
     assert small.get_layer("transformer_layer_0_self_attention").num_heads == 4

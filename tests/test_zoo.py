@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 import keras_prune as kp
+from tests.conftest import assert_same_outputs
 
 L = keras.layers
 RNG = np.random.default_rng(0)
@@ -161,16 +162,6 @@ def _outputs(model, x, features=None):
     return [keras.ops.convert_to_numpy(o) for o in probe(x, training=False)]
 
 
-def _assert_same(actual, expected, rtol=1e-4, atol=1e-5):
-    """Equal outputs, which must be finite (NaN == NaN passes assert_allclose) and not all zero;
-    ``atol`` is scaled down for outputs smaller than 1, so tiny outputs are still compared."""
-    for a, e in zip(actual, expected, strict=True):
-        assert np.isfinite(e).all() and np.isfinite(a).all(), "non-finite outputs"
-        scale = float(np.abs(e).max())
-        assert scale > 0, "outputs all zero"
-        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol * min(1.0, scale))
-
-
 def _biases(model):
     return {
         v.path: v.numpy().copy()
@@ -195,7 +186,7 @@ def test_zoo_model_prunes_trains_saves_strips_and_shrinks(name, tmp_path):
     model = kp.prunable(original)
     wrapped = kp.wrapped_layers(model)
     assert wrapped
-    _assert_same(_outputs(model, x, case.features), _outputs(original, x, case.features))
+    assert_same_outputs(_outputs(model, x, case.features), _outputs(original, x, case.features))
 
     # prune every wrapped layer by weight with this case's criterion; the step is clipped: one
     # unclipped SGD step on a batch of 2 sends randomly initialised EfficientNetB0's weights to
@@ -224,19 +215,19 @@ def test_zoo_model_prunes_trains_saves_strips_and_shrinks(name, tmp_path):
     # .keras round trip and strip
     path = tmp_path / f"{name}.keras"
     kp.save_model(model, path)
-    _assert_same(_outputs(kp.load_model(path), x, case.features), expected)
+    assert_same_outputs(_outputs(kp.load_model(path), x, case.features), expected)
     plain = kp.strip(model)
-    _assert_same(_outputs(plain, x, case.features), expected)
+    assert_same_outputs(_outputs(plain, x, case.features), expected)
     assert not kp.wrapped_layers(plain)
 
     if case.savedmodel:
         folder = kp.export_savedmodel(model, tmp_path / "serving", name=name)
         served = tf.saved_model.load(str(folder)).signatures["serving_default"](tf.constant(x))
-        _assert_same([served["logits"].numpy()], expected[:1])
+        assert_same_outputs([served["logits"].numpy()], expected[:1])
 
     if case.structured:
         small, report = kp.shrink_with_report(model)
-        _assert_same(_outputs(small, x, case.features), expected, atol=1e-4)
+        assert_same_outputs(_outputs(small, x, case.features), expected, atol=1e-4)
         assert report.parameters[1] < report.parameters[0], str(report)
         units = {row.name: row.units for row in report.layers}
         for layer in case.shrunk:

@@ -8,20 +8,15 @@ import numpy as np
 import pytest
 
 import keras_prune as kp
+from tests.conftest import assert_same_outputs, model_outputs
 from keras_prune.errors import ModelError
 
 L = keras.layers
 RNG = np.random.default_rng(0)
 
 
-def _out(model, x):
-    return [keras.ops.convert_to_numpy(y) for y in keras.tree.flatten(model(x, training=False))]
-
-
 def _assert_same(actual, expected, atol=1e-5):
-    for a, e in zip(actual, expected, strict=True):
-        assert np.isfinite(e).all() and np.abs(e).max() > 0
-        np.testing.assert_allclose(a, e, rtol=1e-5, atol=atol)
+    assert_same_outputs(actual, expected, rtol=1e-5, atol=atol)
 
 
 def _tokens(n=2, length=8):
@@ -45,7 +40,7 @@ def test_shrink_removes_units_inside_a_nested_model():
     assert units["down"] == (8, 8)  # its units leave the nested model: kept
     assert small.get_layer("body").get_layer("down").kernel.shape == (8, 8)
     features = RNG.normal(size=(4, 6)).astype("float32")
-    _assert_same(_out(small, features), _out(model, features))
+    _assert_same(model_outputs(small, features), model_outputs(model, features))
 
 
 def test_a_layer_whose_config_does_not_round_trip_is_a_one_line_error():
@@ -83,7 +78,7 @@ def test_keras_hub_distilbert_nested_in_a_classifier_loses_ffn_units():
     assert inner.get_layer("transformer_layer_0_feedforward_intermediate_dense").units == 16
     assert inner.get_layer("transformer_layer_1_self_attention_layer").num_heads == 1
     x = _tokens()
-    _assert_same(_out(small, x), _out(model, x))
+    _assert_same(model_outputs(small, x), model_outputs(model, x))
 
 
 def test_keras_hub_bart_blocks_called_with_keywords_only_are_wrapped():
@@ -99,12 +94,12 @@ def test_keras_hub_bart_blocks_called_with_keywords_only_are_wrapped():
     }
     model = kp.prunable(backbone)
     assert isinstance(model.get_layer("transformer_decoder_layer_0"), kp.PruneWrapper)
-    expected = _out(backbone, x)
-    _assert_same(_out(model, x), expected)
+    expected = model_outputs(backbone, x)
+    _assert_same(model_outputs(model, x), expected)
     decoder = model.get_layer("transformer_decoder_layer_0")
     kp.prune(model, {"transformer_decoder_layer_0": 0.5})
     assert decoder.sparsity() == pytest.approx(0.5, abs=0.01)
-    _assert_same(_out(kp.strip(model), x), _out(model, x))
+    _assert_same(model_outputs(kp.strip(model), x), model_outputs(model, x))
 
 
 def test_a_custom_layer_with_only_vector_weights_of_its_own_is_left_intact_silently(recwarn):
