@@ -220,6 +220,7 @@ def kernel_outputs(layer: keras.layers.Layer) -> tuple[int, int]:
         return int(shape[-2]), int(shape[-1])
     return int(shape[-1]), 1
 
+
 _ELEMENTWISE_ACTIVATIONS = frozenset(
     {
         "celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu",
