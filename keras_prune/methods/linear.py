@@ -26,7 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_prune import _keras_compat
 from keras_prune.errors import InputError
+from keras_prune.handlers import handler_for, prunable_variables
 
 
 @dataclass(frozen=True)
@@ -159,17 +161,37 @@ def linear_parts(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     """The layers inside `layer` that compute with one kernel each, as a matrix product.
 
     A Dense, Conv1D/2D or EinsumDense layer is its own part; a MultiHeadAttention
-    layer has four: its query, key, value and output projections, in that order.
+    layer has four: its query, key, value and output projections, in that order. A
+    layer made of layers (one without a handler: keras-hub's TransformerEncoder and
+    TransformerDecoder, the Gemma, Mistral and Llama decoder blocks, a block of your
+    own) has the parts of the layers it holds, in the order Keras tracks them (the
+    order the block creates them), if they hold every kernel the block prunes.
 
     Raises:
-        InputError: a layer of another type.
+        InputError: a layer of another type, or a block with a prunable variable
+            (an embedding, a recurrent kernel) that is no part's kernel.
     """
+    parts = _parts(layer)
+    if parts:
+        return parts
+    raise InputError(
+        f"layer '{layer.name}' ({type(layer).__name__}) is not supported by the "
+        "reconstruction pruners (sparsegpt, wanda): they prune Dense, Conv1D, Conv2D "
+        "(groups=1), EinsumDense and MultiHeadAttention layers, and layers made of "
+        "only these among their prunable ones"
+    )
+
+
+def _parts(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """`linear_parts`, or [] where there are none."""
     if isinstance(layer, keras.layers.MultiHeadAttention):
         return [layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense]
     if hasattr(layer, "kernel") and kernel_view(layer, layer.kernel).features is not None:
         return [layer]
-    raise InputError(
-        f"layer '{layer.name}' ({type(layer).__name__}) is not supported by the "
-        "reconstruction pruners (sparsegpt, wanda): they prune Dense, Conv1D, Conv2D "
-        "(groups=1), EinsumDense and MultiHeadAttention layers"
-    )
+    if handler_for(layer) is not None:
+        return []
+    parts = [part for sub in _keras_compat.sublayers(layer) for part in _parts(sub)]
+    kernels = {id(part.kernel) for part in parts}
+    if not all(id(v) in kernels for v in prunable_variables(layer)):
+        return []
+    return parts
