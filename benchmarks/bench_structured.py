@@ -13,6 +13,10 @@ norm) and shrunk with `keras_prune.shrink_with_report`:
   (``Conv_1``) lose the same share; each expansion channel leaves with its slice of the
   depthwise convolution, both BatchNorms and the projection's input.
 
+- MobileNetV2, plan ``mobilenetv2-depth``: its 10 residual blocks (those with a shortcut)
+  lose their whole expansion, so that shrink removes each block (docs/structured.md,
+  "Residual branches removed whole"), and ``Conv_1`` loses half its filters.
+
 ``--round-to N`` passes ``round_to=N`` to `keras_prune.prune`: every pruned layer keeps
 the multiple of N filters nearest to its share. Where removed units feed a padded
 convolution, shrink keeps one of them as a constant stand-in channel; the script then
@@ -71,6 +75,7 @@ class Plan:
     suffixes: tuple[str, ...]  # layers whose names end so are filter-pruned
     fraction: float  # share of filters each of them loses
     description: str
+    whole: tuple[str, ...] = ()  # layers that lose all their filters (residual branches removed whole)
 
 
 PLANS = {
@@ -81,6 +86,11 @@ PLANS = {
     "mobilenetv2": Plan(
         keras.applications.MobileNetV2, ("_expand", "Conv_1"), 0.55,
         "expansion convolutions and Conv_1",
+    ),
+    "mobilenetv2-depth": Plan(
+        keras.applications.MobileNetV2, ("Conv_1",), 0.5,
+        "Conv_1, and the 10 residual blocks removed whole (their expansions lose all filters)",
+        tuple(f"block_{i}_expand" for i in (2, 4, 5, 7, 8, 9, 11, 12, 14, 15)),
     ),
     "mobilenetv2-early": Plan(
         keras.applications.MobileNetV2, tuple(f"block_{i}_expand" for i in range(1, 13)), 0.8,
@@ -191,9 +201,9 @@ def benchmark(
     if fraction is not None:
         plan = dataclasses.replace(plan, fraction=fraction)
     dense = randomize_statistics(plan.build(weights=None, input_shape=(size, size, 3)))
-    chosen = fractions(dense, plan.suffixes, plan.fraction)
-    print(f"\n## {dense.name} at {size}x{size}: {len(chosen)} layers ({plan.description}) lose "
-          f"{plan.fraction:.0%} of their filters" + (f", kept counts rounded to multiples of {round_to}" if round_to > 1 else ""),
+    chosen = {**fractions(dense, plan.suffixes, plan.fraction), **dict.fromkeys(plan.whole, 1.0)}
+    print(f"\n## {dense.name} at {size}x{size}: {len(chosen) - len(plan.whole)} layers ({plan.description}) lose "
+          f"{plan.fraction:.0%} of their filters" + (f", {len(plan.whole)} lose all" if plan.whole else "") + (f", kept counts rounded to multiples of {round_to}" if round_to > 1 else ""),
           flush=True)
     started = time.perf_counter()
     masked, small, report = prune_and_shrink(dense, chosen, round_to)

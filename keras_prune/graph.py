@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import keras
 import numpy as np
@@ -35,6 +35,9 @@ from keras_prune.wrapper import PruneWrapper, inner_layer
 
 __all__ = [
     "analyse_units",
+    "apply_per_unit",
+    "binary_merge",
+    "constant_fn",
     "check_graph_model",
     "coupled_units",
     "graph_nodes",
@@ -105,12 +108,25 @@ Replace = Callable[[keras.layers.Layer], "keras.layers.Layer | None"]
 AfterCall = Callable[[keras.layers.Layer, keras.layers.Layer], None]
 
 
-def rebuild(model: keras.Model, replace: Replace, after_call: AfterCall | None = None) -> keras.Model:
+def rebuild(
+    model: keras.Model,
+    replace: Replace,
+    after_call: AfterCall | None = None,
+    constants: Mapping[int, np.ndarray | None] | None = None,
+) -> keras.Model:
     """A new model with the same graph, each layer replaced by ``replace(layer)``.
 
     Nested Sequential and Functional models are rebuilt the same way (recursively);
     a layer used at several places is replaced once and shared alike; op nodes
     (``x + y``, ``keras.ops`` calls) are reused. The new model is not compiled.
+
+    With `constants`, the new model leaves out the nodes whose outputs are all listed
+    there (by ``id`` of the old tensor): each is either a constant, the same vector of
+    unit values at every position, or None (nothing in the new model reads it). A
+    two-input Add, Subtract or Multiply (`binary_merge`) of a computed tensor and a
+    constant becomes a ``keras.layers.Rescaling`` of the computed tensor, with the
+    merge's name (adding or subtracting zero: the computed tensor itself); no other
+    node may read a left-out tensor.
 
     Args:
         model: a Sequential or Functional model.
@@ -118,6 +134,7 @@ def rebuild(model: keras.Model, replace: Replace, after_call: AfterCall | None =
             or None to drop a layer that has one input: its output is its input.
         after_call: called as ``after_call(old, new)`` once the new layer has been
             called for the first time (built), e.g. to set its weights.
+        constants: old tensors the new model does not compute (see above).
 
     Returns:
         The new model: Sequential stays Sequential, any Functional becomes a plain
@@ -140,15 +157,17 @@ def rebuild(model: keras.Model, replace: Replace, after_call: AfterCall | None =
             if not isinstance(layer, keras.layers.Layer):
                 cache[id(layer)] = layer
             elif _keras_compat.is_graph_model(layer):
-                cache[id(layer)] = _rebuild(layer, substitute, after_call)
+                cache[id(layer)] = _rebuild(layer, substitute, after_call, constants or {})
             else:
                 cache[id(layer)] = replace(layer)
         return cache[id(layer)]
 
-    return _rebuild(model, substitute, after_call)
+    return _rebuild(model, substitute, after_call, constants or {})
 
 
-def _rebuild(model: keras.Model, substitute: Replace, after_call: AfterCall | None) -> keras.Model:
+def _rebuild(
+    model: keras.Model, substitute: Replace, after_call: AfterCall | None, constants: Mapping[int, np.ndarray | None]
+) -> keras.Model:
     graph = _keras_compat.graph_of(model)
     if isinstance(model, keras.Sequential):
         # Each layer is called once, by the new Sequential model itself, so that
@@ -176,6 +195,12 @@ def _rebuild(model: keras.Model, substitute: Replace, after_call: AfterCall | No
     called: set[int] = set()
     for node in _keras_compat.graph_nodes(graph):
         old = node.operation
+        if node.outputs and all(id(t) in constants for t in node.outputs):
+            continue
+        if any(id(t) in constants for t in node.arguments.keras_tensors):
+            (y,) = node.outputs
+            tensors[id(y)] = _merge_with_constant(node, tensors, constants)
+            continue
         new = substitute(old)
         args, kwargs = node.arguments.fill_in(tensors)
         if not args and isinstance(old, keras.layers.Layer):
@@ -188,6 +213,24 @@ def _rebuild(model: keras.Model, substitute: Replace, after_call: AfterCall | No
             tensors[id(t)] = y
     outputs = keras.tree.map_structure(lambda t: tensors[id(t)], graph.output)
     return keras.Model(inputs, outputs, name=model.name, trainable=model.trainable)
+
+
+def _merge_with_constant(node, tensors: dict, constants: Mapping[int, np.ndarray | None]):
+    """A `binary_merge` of one computed tensor and one constant, as a Rescaling of the former."""
+    kind = binary_merge(node.operation, node)
+    a, b = node.arguments.keras_tensors
+    if kind is None or (id(a) in constants) == (id(b) in constants) or constants.get(id(a), constants.get(id(b))) is None:
+        raise ModelError(f"'{node.operation.name}' reads a tensor that the rebuilt model does not compute")
+    computed, constant = (a, b) if id(b) in constants else (b, a)
+    c = np.asarray(constants[id(constant)], dtype=np.float32)
+    if not c.any() and (kind == "add" or (kind == "subtract" and computed is a)):
+        return tensors[id(computed)]
+    scale, offset = {
+        "add": (1.0, c),
+        "multiply": (c, 0.0),
+        "subtract": (1.0, -c) if computed is a else (-1.0, c),
+    }[kind]
+    return keras.layers.Rescaling(scale, offset, name=node.operation.name)(tensors[id(computed)])
 
 
 def _first_argument_positional(layer: keras.layers.Layer, kwargs: dict) -> tuple[tuple, dict]:
@@ -389,7 +432,8 @@ def _as_float32(const: np.ndarray) -> np.ndarray:
     return const.astype(np.float32)[None, :]
 
 
-def _apply(fn, const: np.ndarray) -> np.ndarray:
+def apply_per_unit(fn, const: np.ndarray) -> np.ndarray:
+    """``fn`` (a layer, op or activation) applied to one vector of unit values."""
     return np.asarray(keras.ops.convert_to_numpy(fn(_as_float32(const))), dtype=np.float64)[0]
 
 
@@ -462,6 +506,50 @@ def _keeps_last_axis(op, node) -> bool:
     return type(op) is keras.layers.Reshape and t.shape[-1] is not None and y.shape[-1] == t.shape[-1]
 
 
+def binary_merge(op, node) -> str | None:
+    """``"add"``, ``"subtract"`` or ``"multiply"`` for an element-wise Add, Subtract or
+    Multiply (a merge layer or an op) of two tensors; None for anything else."""
+    kinds = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply"}
+    if not _is_merge(op, node) or len(node.arguments.keras_tensors) != 2 or len(node.outputs) != 1:
+        return None
+    return kinds.get(type(op).__name__)
+
+
+def constant_fn(op, node) -> Callable[[np.ndarray], np.ndarray] | None:
+    """What a one-input, one-output node does to a tensor that holds the same vector of
+    unit values at every position: a function of that vector (BatchNormalization on the
+    last axis, element-wise activations, arithmetic with a number, inference-time
+    identities), or None if the node mixes units or positions."""
+    tensors = node.arguments.keras_tensors
+    if len(tensors) != 1 or len(node.outputs) != 1:
+        return None
+    if isinstance(op, keras.layers.BatchNormalization):
+        if not _is_last_axis(op.axis, len(tensors[0].shape)):
+            return None
+        return lambda c: _batchnorm(op, c)
+    if (
+        isinstance(op, _ACTIVATION_LAYERS)
+        or type(op) in _keras_compat.elementwise_activation_op_classes()
+        or (isinstance(op, keras.layers.Activation) and _activation_name(op.activation) in _ELEMENTWISE_ACTIVATIONS)
+    ):
+        return lambda c: apply_per_unit(op, c)
+    if type(op) in _INFERENCE_IDENTITY:
+        return lambda c: c
+    if _scalar_operands(op, node):
+        args = node.arguments.args
+        return lambda c: apply_per_unit(lambda x: op(*(x if a is tensors[0] else a for a in args)), c)
+    return None
+
+
+def _batchnorm(op: keras.layers.BatchNormalization, c: np.ndarray) -> np.ndarray:
+    """Inference-time BatchNormalization of per-unit values `c`."""
+    mean = keras.ops.convert_to_numpy(op.moving_mean).astype(np.float64)
+    var = keras.ops.convert_to_numpy(op.moving_variance).astype(np.float64)
+    gamma = keras.ops.convert_to_numpy(op.gamma).astype(np.float64) if op.scale else 1.0
+    beta = keras.ops.convert_to_numpy(op.beta).astype(np.float64) if op.center else 0.0
+    return (c - mean) / np.sqrt(var + op.epsilon) * gamma + beta
+
+
 def analyse_units(model: keras.Model) -> UnitAnalysis:
     """Follows the units of the model's unit layers through its graph (see `coupled_units`).
 
@@ -531,7 +619,7 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
                         classes.union(i, j)
             activation = _activation_name(inner_layer(op).activation)
             if activation in _ELEMENTWISE_ACTIVATIONS:
-                const = np.where(dead, _apply(inner_layer(op).activation, bias), np.nan)
+                const = np.where(dead, apply_per_unit(inner_layer(op).activation, bias), np.nan)
             else:
                 const = np.full(bias.shape, np.nan)
                 for i in nodes_out:
@@ -542,12 +630,7 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
             barrier = None
         elif single and isinstance(op, keras.layers.BatchNormalization):
             if _is_last_axis(op.axis, len(tensors[0].shape)) and ins[0] is not None:
-                c = ins[0].const
-                mean = keras.ops.convert_to_numpy(op.moving_mean).astype(np.float64)
-                var = keras.ops.convert_to_numpy(op.moving_variance).astype(np.float64)
-                gamma = keras.ops.convert_to_numpy(op.gamma).astype(np.float64) if op.scale else 1.0
-                beta = keras.ops.convert_to_numpy(op.beta).astype(np.float64) if op.center else 0.0
-                out = TensorUnits(ins[0].nodes, (c - mean) / np.sqrt(var + op.epsilon) * gamma + beta)
+                out = TensorUnits(ins[0].nodes, _batchnorm(op, ins[0].const))
                 state.inputs[id(op)] = ins[0]
                 state.layers.append(op)
                 barrier = None
@@ -556,7 +639,7 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
             or type(op) in _keras_compat.elementwise_activation_op_classes()
             or (isinstance(op, keras.layers.Activation) and _activation_name(op.activation) in _ELEMENTWISE_ACTIVATIONS)
         ):
-            out = None if ins[0] is None else TensorUnits(ins[0].nodes, _apply(op, ins[0].const))
+            out = None if ins[0] is None else TensorUnits(ins[0].nodes, apply_per_unit(op, ins[0].const))
             barrier = None
         elif single and (type(op) in _INFERENCE_IDENTITY or (type(op) in _SPATIAL and _channels_last(op))):
             out, barrier = ins[0], None
@@ -565,7 +648,7 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
                 barrier = None
             else:
                 args = node.arguments.args
-                const = _apply(lambda x: op(*(x if a is tensors[0] else a for a in args)), ins[0].const)
+                const = apply_per_unit(lambda x: op(*(x if a is tensors[0] else a for a in args)), ins[0].const)
                 if np.isfinite(const[np.isfinite(ins[0].const)]).all():
                     out, barrier = TensorUnits(ins[0].nodes, const, ins[0].bordered), None
         elif single and _keeps_last_axis(op, node):

@@ -22,6 +22,11 @@ zero) and lowers ``num_heads``. A keras-hub TransformerEncoder/Decoder with a de
 or FFN unit is first unfolded into standard layers (`keras_prune.unfold`), whose heads
 and FFN units are then removed like any others.
 
+Residual branches. A layer keeps at least one unit, unless its units all leave with a
+residual branch removed whole (a MobileNetV2 block whose expansion is pruned whole):
+the branch then adds a constant, which goes into the bias of the layer computing the
+shortcut, or into a Rescaling where that layer's output has other readers (see `_Branches`).
+
 Exactness. A dead unit still outputs a constant: ``activation(bias)``, shifted by any
 BatchNormalization on its way. Shrink propagates each dead unit's constant through
 the graph and folds it into the consumer: into the bias of a Dense layer or a
@@ -48,6 +53,9 @@ from keras_prune.graph import (
     TensorUnits,
     UnitAnalysis,
     analyse_units,
+    apply_per_unit,
+    binary_merge,
+    constant_fn,
     graph_nodes,
     is_channel_layer,
     kernel_and_bias,
@@ -130,7 +138,200 @@ def _foldable(layer, ins: TensorUnits) -> bool:
     return layer.padding == "valid" or all(k == 1 for k in layer.kernel_size)
 
 
-def _settle(state: UnitAnalysis) -> None:
+class _Branches:
+    """Which layers may lose all their units: those of a residual branch removed whole.
+
+    A unit layer whose input units are all removed (and fold into its bias, see
+    `_foldable`) outputs the same vector at every position: a *constant layer*. A layer
+    may lose all its units when everything its output reaches through removed units
+    ends in constant layers, and each constant then reaches, through element-wise
+    layers, only an Add, Subtract or Multiply with a computed tensor: the branch
+    ``x + f(x)`` of a residual block becomes ``x + c``, a Rescaling, and the branch's
+    layers leave the model. Anything else (a constant reaching the output, a
+    convolution, a pooling layer) keeps one unit, as before.
+    """
+
+    def __init__(self, model: keras.Model, state: UnitAnalysis):
+        self.state = state
+        self.consumers: dict[int, list] = {}
+        self.producer: dict[int, object] = {}
+        self.tensors: dict[int, object] = {}
+        self.output: dict[int, object] = {}  # id(layer) -> its output, for layers called once
+        self.outputs: set[int] = set()
+        self._values: dict[int, np.ndarray | None] = {}  # `value`, for the current removals
+        self._index(model)
+
+    def _index(self, model: keras.Model) -> None:
+        graph, nodes = graph_nodes(model)
+        self.outputs.update(id(t) for t in keras.tree.flatten(graph.output))
+        for node in nodes:
+            if _keras_compat.is_graph_model(node.operation):
+                self._index(node.operation)
+            for t in node.arguments.keras_tensors:
+                self.consumers.setdefault(id(t), []).append(node)
+            for t in node.outputs:
+                self.producer[id(t)] = node
+                self.tensors[id(t)] = t
+            if len(node.outputs) == 1:
+                self.output[id(node.operation)] = None if id(node.operation) in self.output else node.outputs[0]
+
+    def _all_removed(self, t) -> bool:
+        units = self.state.units.get(id(t))
+        return units is not None and bool(self.state.classes.removed(units.nodes).all())
+
+    def constant_layer(self, layer) -> bool:
+        ins = self.state.inputs.get(id(layer))
+        return (
+            id(layer) in self.state.outputs
+            and not is_channel_layer(layer)
+            and ins is not None
+            and bool(self.state.classes.removed(ins.nodes).all())
+            and _foldable(layer, ins)
+        )
+
+    def value(self, t) -> np.ndarray | None:
+        """The vector tensor `t` holds at every position, if it is a constant."""
+        if id(t) not in self._values:
+            self._values[id(t)] = self._value(t)
+        return self._values[id(t)]
+
+    def _value(self, t) -> np.ndarray | None:
+        node = self.producer.get(id(t))
+        if node is None or len(node.outputs) != 1:
+            return None
+        op = node.operation
+        if self.constant_layer(op):
+            kernel, bias = kernel_and_bias(op)
+            c = self.state.inputs[id(op)].const
+            total = np.tensordot(kernel, c, axes=([-2], [0])).reshape(-1, kernel.shape[-1]).sum(axis=0)
+            return apply_per_unit(inner_layer(op).activation, bias + total)
+        fn, kind = constant_fn(op, node), binary_merge(op, node)
+        if fn is None and kind is None:
+            return None
+        ins = [self.value(s) for s in node.arguments.keras_tensors]
+        if any(v is None for v in ins):
+            return None
+        if fn is not None:
+            return fn(ins[0])
+        return {"add": np.add, "subtract": np.subtract, "multiply": np.multiply}[kind](*ins)
+
+    def _used(self, t) -> bool:
+        """Whether constant `t` reaches only merges with a computed tensor (see the class)."""
+        nodes = self.consumers.get(id(t), [])
+        if not nodes or id(t) in self.outputs:
+            return False
+        for node in nodes:
+            op = node.operation
+            if constant_fn(op, node) is not None:
+                if not self._used(node.outputs[0]):
+                    return False
+            elif binary_merge(op, node) is not None:
+                (other,) = [s for s in node.arguments.keras_tensors if s is not t] or [t]
+                if self.value(other) is not None and not self._used(node.outputs[0]):
+                    return False
+            else:
+                return False
+        return True
+
+    def absorbed(self, t) -> bool:
+        """Whether tensor `t`, all its units removed, may leave the model (see the class)."""
+        self._values = {}  # what is removed may have changed since the last call
+        return self._absorbed(t)
+
+    def _absorbed(self, t) -> bool:
+        nodes = self.consumers.get(id(t), [])
+        if not nodes or id(t) in self.outputs:
+            return False
+        for node in nodes:
+            if len(node.outputs) != 1:
+                return False
+            (y,) = node.outputs
+            if self.constant_layer(node.operation):
+                if not self._used(y):
+                    return False
+            elif not (self._all_removed(y) and self._absorbed(y)):
+                return False
+        return True
+
+    def left_out(self) -> dict[int, np.ndarray | None]:
+        """For `keras_prune.graph.rebuild`: the tensors the shrunk model does not compute,
+        each with its constant vector (kept units only) or None."""
+        found: dict[int, np.ndarray | None] = {}
+        self._values = {}
+        for t_id, t in self.tensors.items():
+            if self._all_removed(t):
+                found[t_id] = None
+                continue
+            if self.state.units.get(t_id) is None:
+                continue
+            value = self.value(t)
+            if value is not None:
+                found[t_id] = value[~self.state.classes.removed(self.state.units[t_id].nodes)]
+        return found
+
+    def fold_offsets(self, left_out: dict[int, np.ndarray | None]) -> dict[int, np.ndarray]:
+        """Moves the constants that merges add (``x + c``, ``x - c``) into the bias of the
+        layer that computes ``x`` where nothing else reads it: a BatchNormalization's beta,
+        or the bias of a unit layer without an activation, reached through Adds of two
+        computed tensors and earlier folded merges. Sets each folded constant in
+        `left_out` to zero (`keras_prune.graph.rebuild` then passes ``x`` on) and returns
+        what to add to each layer's bias, by ``id`` of the layer (kept units only)."""
+        offsets: dict[int, np.ndarray] = {}
+        aliases: dict[int, object] = {}  # a folded merge's output -> the tensor it passes on
+
+        def readers(t) -> list:
+            return [n for n in self.consumers.get(id(t), []) if not all(id(y) in left_out for y in n.outputs)]
+
+        def target(t):
+            if id(t) in self.outputs or len(readers(t)) != 1:
+                return None
+            if id(t) in aliases:
+                return target(aliases[id(t)])
+            node = self.producer.get(id(t))
+            if node is None or len(node.outputs) != 1:
+                return None
+            op = node.operation
+            if isinstance(op, keras.layers.BatchNormalization) and id(op) in self.state.inputs and op.center:
+                return op
+            if (id(op) in self.state.outputs and not is_channel_layer(op) and inner_layer(op).use_bias
+                    and getattr(inner_layer(op).activation, "__name__", "") == "linear"):
+                return op
+            ins = node.arguments.keras_tensors
+            if binary_merge(op, node) == "add" and not any(id(s) in left_out for s in ins):
+                return target(ins[0]) or target(ins[1])
+            return None
+
+        for t_id, t in self.tensors.items():
+            node = self.producer[t_id]
+            kind = binary_merge(node.operation, node)
+            if kind not in ("add", "subtract") or t_id in left_out:
+                continue
+            a, b = node.arguments.keras_tensors
+            if (id(a) in left_out) == (id(b) in left_out) or left_out.get(id(a), left_out.get(id(b))) is None:
+                continue
+            computed, constant = (a, b) if id(b) in left_out else (b, a)
+            if kind == "subtract" and computed is b:
+                continue
+            layer = target(computed)
+            if layer is None:
+                continue
+            sign = 1.0 if kind == "add" else -1.0
+            offsets[id(layer)] = offsets.get(id(layer), 0.0) + sign * left_out[id(constant)]
+            left_out[id(constant)] = np.zeros_like(left_out[id(constant)])
+            aliases[t_id] = computed
+        return offsets
+
+
+def _removed_row(layer, state: UnitAnalysis) -> LayerShrink:
+    """The report row of a layer removed with its residual branch (see `_Branches`)."""
+    units = len(state.outputs[id(layer)].nodes) if id(layer) in state.outputs else len(state.inputs[id(layer)].nodes)
+    ins = state.inputs.get(id(layer))
+    inputs = units if ins is None else len(ins.nodes)
+    return LayerShrink(layer.name, type(layer).__name__, (units, 0), (inputs, 0),
+                       ("removed with its residual branch",))
+
+
+def _settle(state: UnitAnalysis, branches: _Branches) -> None:
     """Keeps the dead units that exactness or a non-empty layer needs, until nothing changes."""
     classes = state.classes
     changed = True
@@ -139,10 +340,14 @@ def _settle(state: UnitAnalysis) -> None:
         for layer in state.layers:
             out = state.outputs.get(id(layer))
             if out is not None and classes.removed(out.nodes).all():
-                classes.pin(out.nodes[0], "a layer keeps at least one unit")
-                changed = True
+                output = branches.output.get(id(layer))
+                if output is None or not branches.absorbed(output):
+                    classes.pin(out.nodes[0], "a layer keeps at least one unit")
+                    changed = True
             ins = state.inputs.get(id(layer))
             if out is None or ins is None or is_channel_layer(layer) or _foldable(layer, ins):
+                continue
+            if classes.removed(out.nodes).all():  # it leaves the model with its branch
                 continue
             removed = classes.removed(ins.nodes)
             if not (removed & (ins.const != 0)).any():
@@ -316,8 +521,12 @@ def shrink_with_report(model: keras.Model, fold_batchnorm: bool = False) -> tupl
     graph_nodes(model)
     plain = unfold_blocks(rebuild(model, strip_layer), _has_dead_units)
     state = analyse_units(plain)
-    _settle(state)
-    rows: list[LayerShrink] = []
+    branches = _Branches(plain, state)
+    _settle(state, branches)
+    left_out = branches.left_out()
+    offsets = branches.fold_offsets(left_out)
+    rows: list[LayerShrink] = [_removed_row(layer, state) for layer in state.layers
+                               if id(branches.output.get(id(layer))) in left_out]
     weights: dict[int, dict] = {}
 
     def replace(layer):
@@ -333,8 +542,11 @@ def shrink_with_report(model: keras.Model, fold_batchnorm: bool = False) -> tupl
             new.set_weights(weights[id(old)])
         elif id(old) in weights:
             new.set_weights([np.asarray(weights[id(old)][v.name], dtype=v.dtype) for v in new.weights])
+        if id(old) in offsets:  # a removed residual branch's constant (`_Branches.fold_offsets`)
+            bias = new.beta if isinstance(new, keras.layers.BatchNormalization) else new.bias
+            bias.assign(keras.ops.convert_to_numpy(bias) + offsets[id(old)].astype(bias.dtype))
 
-    small = rebuild(plain, replace, set_weights)
+    small = rebuild(plain, replace, set_weights, left_out)
     if fold_batchnorm:
         small = folding.fold_batchnorm(small)
     try:

@@ -140,7 +140,7 @@ def units_to_prune(units: int, fraction: float, already: int = 0, round_to: int 
     """
     pruned = max(pruned_target(units, fraction), already)
     kept, most = units - pruned, units - already
-    if check_round_to(round_to) == 1 or kept == units or most < round_to:
+    if check_round_to(round_to) == 1 or kept in (0, units) or most < round_to:
         return pruned
     nearest = int(np.floor(kept / round_to + 0.5)) * round_to
     return units - min(max(round_to, nearest), most // round_to * round_to)
