@@ -61,6 +61,7 @@ from keras_prune.graph import (
     kernel_and_bias,
     kernel_outputs,
     rebuild,
+    walk,
 )
 from keras_prune.handlers import layer_units
 from keras_prune.unfolding import unfold_blocks
@@ -553,6 +554,8 @@ def shrink_with_report(model: keras.Model, fold_batchnorm: bool = False) -> tupl
         macs = (count_macs(plain), count_macs(small))
     except ModelError:  # sizes not fixed: an unfolded block's attention cost depends on them
         macs = None
+    order = {layer.name: i for i, (_, layer) in enumerate(walk(plain))}
+    rows.sort(key=lambda row: order.get(row.name, len(order)))  # removed layers in their place
     report = ShrinkReport(tuple(rows), (plain.count_params(), small.count_params()), macs)
     return small, report
 
