@@ -527,18 +527,28 @@ def constant_fn(op, node) -> Callable[[np.ndarray], np.ndarray] | None:
         if not _is_last_axis(op.axis, len(tensors[0].shape)):
             return None
         return lambda c: _batchnorm(op, c)
-    if (
-        isinstance(op, _ACTIVATION_LAYERS)
-        or type(op) in _keras_compat.elementwise_activation_op_classes()
-        or (isinstance(op, keras.layers.Activation) and _activation_name(op.activation) in _ELEMENTWISE_ACTIVATIONS)
-    ):
+    if _elementwise_activation(op):
         return lambda c: apply_per_unit(op, c)
     if type(op) in _INFERENCE_IDENTITY:
         return lambda c: c
     if _scalar_operands(op, node):
-        args = node.arguments.args
-        return lambda c: apply_per_unit(lambda x: op(*(x if a is tensors[0] else a for a in args)), c)
+        return lambda c: _with_numbers(op, node, c)
     return None
+
+
+def _elementwise_activation(op) -> bool:
+    """An activation layer or op that acts on each unit on its own (not softmax)."""
+    return (
+        isinstance(op, _ACTIVATION_LAYERS)
+        or type(op) in _keras_compat.elementwise_activation_op_classes()
+        or (isinstance(op, keras.layers.Activation) and _activation_name(op.activation) in _ELEMENTWISE_ACTIVATIONS)
+    )
+
+
+def _with_numbers(op, node, c: np.ndarray) -> np.ndarray:
+    """An arithmetic op between one tensor and numbers (`_scalar_operands`), on unit values `c`."""
+    (t,) = node.arguments.keras_tensors
+    return apply_per_unit(lambda x: op(*(x if a is t else a for a in node.arguments.args)), c)
 
 
 def _batchnorm(op: keras.layers.BatchNormalization, c: np.ndarray) -> np.ndarray:
@@ -634,11 +644,7 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
                 state.inputs[id(op)] = ins[0]
                 state.layers.append(op)
                 barrier = None
-        elif single and (
-            isinstance(op, _ACTIVATION_LAYERS)
-            or type(op) in _keras_compat.elementwise_activation_op_classes()
-            or (isinstance(op, keras.layers.Activation) and _activation_name(op.activation) in _ELEMENTWISE_ACTIVATIONS)
-        ):
+        elif single and _elementwise_activation(op):
             out = None if ins[0] is None else TensorUnits(ins[0].nodes, apply_per_unit(op, ins[0].const))
             barrier = None
         elif single and (type(op) in _INFERENCE_IDENTITY or (type(op) in _SPATIAL and _channels_last(op))):
@@ -647,8 +653,7 @@ def analyse_units(model: keras.Model) -> UnitAnalysis:
             if ins[0] is None:
                 barrier = None
             else:
-                args = node.arguments.args
-                const = apply_per_unit(lambda x: op(*(x if a is tensors[0] else a for a in args)), ins[0].const)
+                const = _with_numbers(op, node, ins[0].const)
                 if np.isfinite(const[np.isfinite(ins[0].const)]).all():
                     out, barrier = TensorUnits(ins[0].nodes, const, ins[0].bordered), None
         elif single and _keeps_last_axis(op, node):

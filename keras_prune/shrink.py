@@ -158,13 +158,13 @@ class _Branches:
         self.producer: dict[int, object] = {}
         self.tensors: dict[int, object] = {}
         self.output: dict[int, object] = {}  # id(layer) -> its output, for layers called once
-        self.outputs: set[int] = set()
+        self.model_outputs: set[int] = set()  # ids of the tensors the model (or a nested one) outputs
         self._values: dict[int, np.ndarray | None] = {}  # `value`, for the current removals
         self._index(model)
 
     def _index(self, model: keras.Model) -> None:
         graph, nodes = graph_nodes(model)
-        self.outputs.update(id(t) for t in keras.tree.flatten(graph.output))
+        self.model_outputs.update(id(t) for t in keras.tree.flatten(graph.output))
         for node in nodes:
             if _keras_compat.is_graph_model(node.operation):
                 self._index(node.operation)
@@ -219,7 +219,7 @@ class _Branches:
     def _used(self, t) -> bool:
         """Whether constant `t` reaches only merges with a computed tensor (see the class)."""
         nodes = self.consumers.get(id(t), [])
-        if not nodes or id(t) in self.outputs:
+        if not nodes or id(t) in self.model_outputs:
             return False
         for node in nodes:
             op = node.operation
@@ -241,7 +241,7 @@ class _Branches:
 
     def _absorbed(self, t) -> bool:
         nodes = self.consumers.get(id(t), [])
-        if not nodes or id(t) in self.outputs:
+        if not nodes or id(t) in self.model_outputs:
             return False
         for node in nodes:
             if len(node.outputs) != 1:
@@ -284,7 +284,7 @@ class _Branches:
             return [n for n in self.consumers.get(id(t), []) if not all(id(y) in left_out for y in n.outputs)]
 
         def target(t):
-            if id(t) in self.outputs or len(readers(t)) != 1:
+            if id(t) in self.model_outputs or len(readers(t)) != 1:
                 return None
             if id(t) in aliases:
                 return target(aliases[id(t)])
