@@ -15,7 +15,9 @@ norm) and shrunk with `keras_prune.shrink_with_report`:
 
 - MobileNetV2, plan ``mobilenetv2-depth``: its 10 residual blocks (those with a shortcut)
   lose their whole expansion, so that shrink removes each block (docs/structured.md,
-  "Residual branches removed whole"), and ``Conv_1`` loses half its filters.
+  "Residual branches removed whole"), and ``Conv_1`` loses half its filters (2.23x fewer
+  FLOPs). Plan ``mobilenetv2-depth9`` keeps block 14 and prunes 60% of ``Conv_1``
+  (2.03x fewer FLOPs).
 
 ``--round-to N`` passes ``round_to=N`` to `keras_prune.prune`: every pruned layer keeps
 the multiple of N filters nearest to its share. Where removed units feed a padded
@@ -29,10 +31,12 @@ for the pruned one).
 The shrunk model is checked against the masked one on random images, then dense and
 shrunk models are timed side by side at batch 1 and batch 32 in two runtimes:
 TensorFlow (a concrete `tf.function` of the Keras model at a fixed batch size) and
-TensorFlow Lite (`tf.lite.Interpreter`, XNNPACK, ``num_threads`` fixed). All four
-(model, runtime) configurations are interleaved call by call, round after round, and
-each keeps the fastest call: the least disturbed by the other processes of a shared
-machine.
+TensorFlow Lite (`tf.lite.Interpreter`, XNNPACK, ``num_threads`` fixed). The four
+(model, runtime) configurations take turns, round after round, in a new random order
+each round; each runs ``--burst`` calls in a row per turn (default 5: the steady state
+of a server answering requests with one model) and keeps its fastest call, the least
+disturbed by the other processes of a shared machine (`timing.fastest_interleaved`).
+``--burst 1`` times every call right after another configuration's, its caches cold.
 
 Run from the repository root (about 6 minutes on 2 shared CPU cores at the defaults):
 
@@ -62,7 +66,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_prune  # noqa: E402
 from keras_prune.flops import count_flops  # noqa: E402
-from timing import runners  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from timing import fastest_interleaved, runners  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -91,6 +95,11 @@ PLANS = {
         keras.applications.MobileNetV2, ("Conv_1",), 0.5,
         "Conv_1, and the 10 residual blocks removed whole (their expansions lose all filters)",
         tuple(f"block_{i}_expand" for i in (2, 4, 5, 7, 8, 9, 11, 12, 14, 15)),
+    ),
+    "mobilenetv2-depth9": Plan(
+        keras.applications.MobileNetV2, ("Conv_1",), 0.6,
+        "Conv_1, and 9 residual blocks removed whole (all but block 14)",
+        tuple(f"block_{i}_expand" for i in (2, 4, 5, 7, 8, 9, 11, 12, 15)),
     ),
     "mobilenetv2-early": Plan(
         keras.applications.MobileNetV2, tuple(f"block_{i}_expand" for i in range(1, 13)), 0.8,
@@ -173,20 +182,6 @@ def kept_reasons(report: keras_prune.ShrinkReport) -> dict[str, int]:
     return counts
 
 
-def fastest_interleaved(calls: dict[tuple[str, str], Runner], x: np.ndarray, rounds: int) -> dict[tuple[str, str], float]:
-    """Fastest of `rounds` calls of each runner, the runners taking turns call by call."""
-    for f in calls.values():  # warm-up: graph building, XNNPACK packing, caches
-        f(x)
-        f(x)
-    best = {key: float("inf") for key in calls}
-    for _ in range(rounds):
-        for key, f in calls.items():
-            started = time.perf_counter()
-            f(x)
-            best[key] = min(best[key], time.perf_counter() - started)
-    return best
-
-
 def timed_runtimes(xla: bool, serving: bool) -> list[tuple[str, str]]:
     """(runner key, column label) of every runtime timed."""
     return ([("tf", "TF"), ("tflite", "TFLite")] + [("tf-xla", "TF XLA")] * xla
@@ -195,7 +190,7 @@ def timed_runtimes(xla: bool, serving: bool) -> list[tuple[str, str]]:
 
 def benchmark(
     name: str, size: int, round_to: int, rounds: dict[int, int], threads: int, breakdown_batch: int = 0,
-    fraction: float | None = None, xla: bool = False, serving: bool = False,
+    fraction: float | None = None, xla: bool = False, serving: bool = False, burst: int = 5,
 ) -> Result:
     plan = PLANS[name]
     if fraction is not None:
@@ -234,10 +229,10 @@ def benchmark(
             for runtime, f in runners(model, batch, threads, xla, serving).items():
                 calls[(runtime, label)] = f
         images = np.random.default_rng(2).random((batch, size, size, 3), dtype=np.float32)
-        best = fastest_interleaved(calls, images, count)
+        best = fastest_interleaved(calls, images, count, burst)
         for runtime, shown in timed_runtimes(xla, serving):
             result.latency[f"{shown} batch {batch}"] = (best[(runtime, "dense")], best[(runtime, "shrunk")])
-        print(f"batch {batch}: {count} rounds in {time.perf_counter() - started:.0f} s", flush=True)
+        print(f"batch {batch}: {count} rounds of {burst} call(s) each in {time.perf_counter() - started:.0f} s", flush=True)
     return result
 
 
@@ -289,7 +284,7 @@ def print_breakdown(name: str, totals: dict[str, dict[str, float]], batch: int) 
         print(f"| {kind} | {dense * 1e3:.2f} | {small * 1e3:.2f} | {dense / small if small else float('nan'):.2f}x | {macs} |")
 
 
-def width_check(size: int, rounds: int, threads: int) -> None:
+def width_check(size: int, rounds: int, threads: int, burst: int) -> None:
     """The TF runtime's fixed cost per call at batch 1: MobileNetV2 at width 1.0 and at
     0.35 (about 5x fewer multiply-adds, the same layers), BatchNorm folded, timed side by side."""
     models = {
@@ -299,7 +294,7 @@ def width_check(size: int, rounds: int, threads: int) -> None:
         for alpha in (1.0, 0.35)
     }
     calls = {(runtime, str(alpha)): f for alpha, m in models.items() for runtime, f in runners(m, 1, threads).items()}
-    best = fastest_interleaved(calls, np.random.default_rng(4).random((1, size, size, 3), dtype=np.float32), rounds)
+    best = fastest_interleaved(calls, np.random.default_rng(4).random((1, size, size, 3), dtype=np.float32), rounds, burst)
     macs = {alpha: count_flops(m).macs for alpha, m in models.items()}
     print(f"\nMobileNetV2 width 1.0 vs 0.35 at batch 1 ({macs[1.0] / macs[0.35]:.1f}x fewer multiply-adds, "
           f"{len(models[1.0].layers)} layers each): TF {best[('tf', '1.0')] * 1e3:.2f} -> {best[('tf', '0.35')] * 1e3:.2f} ms "
@@ -335,6 +330,9 @@ def main() -> int:
     parser.add_argument("--serving", action="store_true",
                         help="also time the model as TensorFlow Serving runs it: export_savedmodel's "
                              "SavedModel in a TF1 Session")
+    parser.add_argument("--burst", type=int, default=5,
+                        help="calls of one configuration in a row within each round; the fastest is kept "
+                             "(1: every call follows another model's, with its caches cold)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of both runtimes")
     parser.add_argument("--breakdown", type=int, default=0, metavar="BATCH",
                         help="also time every layer alone at this batch size and sum by layer kind")
@@ -356,14 +354,16 @@ def main() -> int:
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
           f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"{args.threads} thread(s)")
+    if args.burst < 1:
+        parser.error(f"--burst must be at least 1, got {args.burst}")
     if args.fraction is not None and not 0 < args.fraction < 1:
         parser.error(f"--fraction must lie between 0 and 1, got {args.fraction}")
     rounds = {} if args.skip_timing else {b: n for b, n in ((1, args.rounds_1), (32, args.rounds_32)) if n > 0}
     results = [benchmark(name, args.size, args.round_to, rounds, args.threads, args.breakdown, args.fraction, args.xla,
-                         args.serving)
+                         args.serving, args.burst)
                for name in names]
     if args.width_check:
-        width_check(args.size, args.rounds_1, args.threads)
+        width_check(args.size, args.rounds_1, args.threads, args.burst)
     print("\nFastest call of each configuration, interleaved; ratios measured side by side.\n")
     runtimes = [shown for _, shown in timed_runtimes(args.xla, args.serving)]
     print(table(results, [f"{r} batch {b}" for b in rounds for r in runtimes]))

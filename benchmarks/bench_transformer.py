@@ -7,11 +7,11 @@ heads, FFN 3072) with random weights: latency does not depend on the weights' va
 Half the heads of every attention layer and half the FFN units of every block are
 pruned (magnitude), the model is shrunk with `keras_prune.shrink`, the shrunk model is
 checked against the masked one, and both are timed side by side at batch 1 and batch
-32: the four (model, runtime) configurations take turns call by call, round after round,
-and each keeps its fastest call (the least disturbed by other processes of a shared
-machine), as in `bench_structured.py`.
+32: the four (model, runtime) configurations take turns round after round, ``--burst``
+calls in a row each, and each keeps its fastest call (`timing.fastest_interleaved`, as in
+`bench_structured.py`).
 
-Run from the repository root (about 3 minutes on 2 shared CPU cores with the defaults):
+Run from the repository root (about 15 minutes on 2 CPU cores with the defaults; ``--burst 1``, 4):
 
     .venv/bin/python benchmarks/bench_transformer.py
 
@@ -27,7 +27,6 @@ import argparse
 import datetime
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_prune  # noqa: E402
 from keras_prune.flops import count_macs  # noqa: E402
-from timing import runners  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from timing import fastest_interleaved, runners  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 L = keras.layers
 
@@ -63,22 +62,11 @@ def hub_encoder(layers: int, seq: int, hidden: int, heads: int, ffn: int) -> ker
     return keras.Model(inputs, x, name="hub_encoder")
 
 
-def time_side_by_side(models: dict[str, keras.Model], batch: int, rounds: int, threads: int) -> dict:
-    """Fastest seconds per batch for each model and runtime, interleaved call by call."""
+def time_side_by_side(models: dict[str, keras.Model], batch: int, rounds: int, threads: int, burst: int) -> dict:
+    """Fastest seconds per batch for each (model, runtime), interleaved (`timing.fastest_interleaved`)."""
     x = np.random.default_rng(0).standard_normal((batch, *models["dense"].input_shape[1:])).astype("float32")
-    run = {name: runners(model, batch, threads) for name, model in models.items()}
-    for fns in run.values():
-        for f in fns.values():
-            f(x)
-            f(x)
-    samples: dict[tuple[str, str], list[float]] = {}
-    for _ in range(rounds):
-        for name, fns in run.items():
-            for runtime, f in fns.items():
-                started = time.perf_counter()
-                f(x)
-                samples.setdefault((name, runtime), []).append(time.perf_counter() - started)
-    return {key: min(values) for key, values in samples.items()}
+    calls = {(name, runtime): f for name, model in models.items() for runtime, f in runners(model, batch, threads).items()}
+    return fastest_interleaved(calls, x, rounds, burst)
 
 
 def main() -> int:
@@ -91,9 +79,13 @@ def main() -> int:
     parser.add_argument("--fraction", type=float, default=0.5, help="share of heads and FFN units pruned")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--burst", type=int, default=5,
+                        help="calls of one configuration in a row within each round; the fastest is kept")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keras-hub", action="store_true", help="keras-hub TransformerEncoder blocks, unfolded")
     args = parser.parse_args()
+    if args.burst < 1:
+        parser.error(f"--burst must be at least 1, got {args.burst}")
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(0)
@@ -121,9 +113,9 @@ def main() -> int:
     assert m0 == count_macs(keras_prune.unfold(dense))  # keras-hub blocks are counted once unfolded
     print(f"{'batch':>5} {'runtime':>8} {'dense ms':>10} {'shrunk ms':>10} {'speed-up':>9}")
     for batch in (int(b) for b in args.batches.split(",")):
-        medians = time_side_by_side({"dense": dense, "shrunk": small}, batch, args.rounds, args.threads)
+        fastest = time_side_by_side({"dense": dense, "shrunk": small}, batch, args.rounds, args.threads, args.burst)
         for runtime in ("tf", "tflite"):
-            d, s = medians[("dense", runtime)], medians[("shrunk", runtime)]
+            d, s = fastest[("dense", runtime)], fastest[("shrunk", runtime)]
             print(f"{batch:>5} {runtime:>8} {1e3 * d:>10.1f} {1e3 * s:>10.1f} {d / s:>8.2f}x", flush=True)
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,6 +21,36 @@ class Clock:
     def elapsed(self) -> tuple[float, float]:
         """(CPU seconds, wall seconds) so far."""
         return time.process_time() - self.cpu, time.perf_counter() - self.wall
+
+
+def fastest_interleaved(
+    calls: dict, x: np.ndarray, rounds: int, burst: int = 5, seed: int = 0
+) -> dict:
+    """The fastest call of each runner in `calls` (any keys), in seconds.
+
+    Every round runs each runner `burst` times in a row, the runners in a new random
+    order each round, so that a burst of load on a shared machine falls on all of them
+    alike. Within a burst the second and later calls find the caches, the allocator and
+    the thread pool as that runner's previous call left them: the steady state of a
+    server answering a stream of requests with one model. With ``burst=1`` every call
+    follows another runner's, whose weights and activations have just replaced its own
+    in the caches: a model served beside others. (A fixed order, as the benchmarks used
+    until 2026-12-05, also lets each runner always follow the same other one.)
+    """
+    for f in calls.values():  # warm-up: graph building, XNNPACK packing, caches
+        f(x)
+        f(x)
+    order = list(calls)
+    shuffle = random.Random(seed).shuffle
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(rounds):
+        shuffle(order)
+        for key in order:
+            for _ in range(burst):
+                started = time.perf_counter()
+                calls[key](x)
+                best[key] = min(best[key], time.perf_counter() - started)
+    return best
 
 
 def runners(
