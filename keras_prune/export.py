@@ -31,6 +31,7 @@ from __future__ import annotations
 import gzip
 import numbers
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from typing import Sequence, Union
 import keras
 import numpy as np
 
+from keras_prune import _keras_compat
 from keras_prune.api import strip, wrapped_layers
 from keras_prune.errors import BackendError, InputError, ModelError
 from keras_prune.graph import walk
@@ -67,6 +69,8 @@ __all__ = [
     "ServingOutputs",
     "SIGMOID",
     "SIGNATURE_KEY",
+    "signature_inputs",
+    "signature_outputs",
     "size_report",
     "SizeReport",
     "SOFTMAX",
@@ -172,6 +176,7 @@ def check_calibration(model: keras.Model, quantization: str, calibration: object
     Raises:
         InputError: int8 without calibration images, calibration images with another
             quantization, or images of the wrong shape.
+        ModelError: int8 for a model with several inputs.
     """
     if quantization != "int8":
         if calibration is not None:
@@ -183,6 +188,12 @@ def check_calibration(model: keras.Model, quantization: str, calibration: object
         raise InputError(
             "TFLite int8 quantization needs calibration images (a few hundred model inputs "
             "from the training split) to set the activations' ranges"
+        )
+    if len(model.inputs) != 1:
+        raise ModelError(
+            f"TFLite int8 quantization calibrates models with one input; '{model.name}' has "
+            f"{len(model.inputs)} ({', '.join(name for name, _ in signature_inputs(model))}): "
+            "use 'dynamic' or 'float16'"
         )
     images = np.asarray(calibration, dtype=np.float32)
     expected = tuple(model.inputs[0].shape[1:])
@@ -347,44 +358,87 @@ def serving_outputs(model: keras.Model) -> ServingOutputs:
     return ServingOutputs(activation, (PROBABILITIES,))
 
 
-def _serving_module(model: keras.Model):
-    """A `tf.Module` tracking the model's variables once, and its serving function."""
-    import tensorflow as tf
+def _signature_names(structure, tensors: list) -> list[str]:
+    """A signature name for each of `tensors` (a model's flat inputs or outputs): the
+    keys of a dict `structure`, otherwise the names of the layers (or ops) computing
+    them, made valid and unique."""
+    if isinstance(structure, dict):
+        raw = keras.tree.flatten({key: str(key) for key in structure})
+    else:
+        raw = [_keras_compat.producer(t).name for t in tensors]
+    names: list[str] = []
+    for name in raw:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "tensor"
+        unique, n = name, 1
+        while unique in names:
+            n += 1
+            unique = f"{name}_{n}"
+        names.append(unique)
+    return names
 
+
+def signature_inputs(model: keras.Model) -> list[tuple[str, object]]:
+    """The serving signature's inputs, as (name, model input) in `model.inputs`' order:
+    `INPUT_NAME` for a model with one input; with several (a keras-hub backbone's
+    ``token_ids`` and ``padding_mask``), the keys of the model's input dict or the names
+    of its `keras.Input` layers.
+
+    Raises:
+        ModelError: `model` has no symbolic inputs and outputs (a subclassed model).
+    """
     try:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError):
         inputs, outputs = [], []
-    if len(inputs) != 1 or len(outputs) != 1:
+    if not inputs or not outputs:
         raise ModelError(
-            f"'{model.name}' must have exactly one input and one output (a classifier) "
-            f"to be exported; it has {len(inputs)} and {len(outputs)}"
+            f"'{model.name}' has no symbolic inputs and outputs to export; build it as a "
+            "Functional or Sequential model"
         )
-    spec = tf.TensorSpec((None, *inputs[0].shape[1:]), inputs[0].dtype, name=INPUT_NAME)
-    head = serving_outputs(model)
-    if head.logits is not None:  # one forward pass yields both tensors
-        served = keras.Model(inputs[0], [head.logits, outputs[0]], name=model.name)
+    if len(inputs) == 1:
+        return [(INPUT_NAME, inputs[0])]
+    return list(zip(_signature_names(model.input, inputs), inputs))
 
-        @tf.function(input_signature=[spec])
-        def serve(images):
-            logits, probabilities = served(images, training=False)
-            return {LOGITS: tf.cast(logits, tf.float32), PROBABILITIES: tf.cast(probabilities, tf.float32)}
 
-    elif head.activation is not None:
-        served = model
+def signature_outputs(model: keras.Model) -> list[str]:
+    """The serving signature's output names: `serving_outputs(model).names` for a model
+    with one output (a classifier's logits and probabilities); with several, the keys of
+    the model's output dict or the names of the layers computing them."""
+    if len(model.outputs) == 1:
+        return list(serving_outputs(model).names)
+    return _signature_names(model.output, model.outputs)
 
-        @tf.function(input_signature=[spec])
-        def serve(images):
-            return {PROBABILITIES: tf.cast(model(images, training=False), tf.float32)}
 
-    else:
-        served = model
+def _serving_module(model: keras.Model):
+    """A `tf.Module` tracking the model's variables once, and its serving function: one
+    argument per model input (named as `signature_inputs` says), a dict of float32
+    outputs (named as `signature_outputs` says)."""
+    import tensorflow as tf
 
-        @tf.function(input_signature=[spec])
-        def serve(images):
-            logits = tf.cast(model(images, training=False), tf.float32)
-            squash = tf.sigmoid if logits.shape[-1] == 1 else tf.nn.softmax
-            return {LOGITS: logits, PROBABILITIES: squash(logits)}
+    inputs = signature_inputs(model)
+    specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=name) for name, t in inputs]
+    names = signature_outputs(model)
+    structure = model.inputs[0] if len(inputs) == 1 else model.input  # a Sequential model has no .input
+
+    def call(served: keras.Model, args) -> list:
+        return keras.tree.flatten(served(keras.tree.pack_sequence_as(structure, list(args)), training=False))
+
+    def as_float32(t):
+        return tf.cast(t, tf.float32) if t.dtype.is_floating else t
+
+    head = serving_outputs(model) if len(model.outputs) == 1 else None
+    served = model
+    if head is not None and head.logits is not None:  # one forward pass yields both tensors
+        served = keras.Model(structure, [head.logits, model.outputs[0]], name=model.name)
+
+    @tf.function(input_signature=specs)
+    def serve(*args):
+        outputs = [as_float32(t) for t in call(served, args)]
+        if head is None or head.logits is not None or head.activation is not None:
+            return dict(zip(names, outputs))
+        # a model returning logits: the signature adds their softmax (sigmoid for one unit)
+        squash = tf.sigmoid if outputs[0].shape[-1] == 1 else tf.nn.softmax
+        return {LOGITS: outputs[0], PROBABILITIES: squash(outputs[0])}
 
     module = tf.Module()
     module.model_variables = [v.value for v in served.variables]  # the tf.Variables `serve` captures
@@ -403,12 +457,18 @@ def describe_signature(model: keras.Model) -> str:
     """
 
     def shape(dims) -> str:
-        return "(" + ", ".join("-1" if d is None else str(d) for d in dims) + ")"
+        return "(" + ", ".join("-1" if d is None else str(d) for d in (None, *dims[1:])) + ")"
 
-    return (
-        f"{SIGNATURE_KEY}: {INPUT_NAME} {model.inputs[0].dtype} {shape(model.input_shape)} -> "
-        f"{', '.join(serving_outputs(model).names)} float32 {shape(model.output_shape)}"
-    )
+    sources = ", ".join(f"{name} {t.dtype} {shape(t.shape)}" for name, t in signature_inputs(model))
+    names = signature_outputs(model)
+    if len(model.outputs) == 1:
+        results = f"{', '.join(names)} float32 {shape(model.outputs[0].shape)}"
+    else:
+        results = ", ".join(
+            f"{name} {'float32' if 'float' in str(t.dtype) else t.dtype} {shape(t.shape)}"
+            for name, t in zip(names, model.outputs)
+        )
+    return f"{SIGNATURE_KEY}: {sources} -> {results}"
 
 
 TENSORFLOW_FORMATS = ("savedmodel", "tflite")
@@ -457,7 +517,13 @@ def export_savedmodel(
 
     Raises:
         InputError: a bad name or version, or a folder that cannot be written.
-        ModelError: a model that cannot be stripped or has more than one input or output.
+        ModelError: a model that cannot be stripped or has no symbolic inputs (a
+            subclassed model).
+
+    The signature takes one argument per model input (`signature_inputs`: ``images``
+    for a single input) and returns float32 tensors named by `signature_outputs`: a
+    classifier's ``logits`` and ``probabilities``, or, for a model with several
+    outputs, each output under its name.
 
     Example:
 

@@ -539,3 +539,66 @@ def test_a_tflite_conversion_failure_is_one_line(tmp_path):
     assert result.output.startswith("keras-prune: error: TFLite cannot convert 'lstm': ")
     assert result.output.count("\n") == 1
     assert not [p for p in out.rglob("*") if p.is_file()]
+
+
+def _two_inputs_two_outputs() -> keras.Model:
+    """A scoring model with dict inputs and dict outputs, as keras-hub backbones have."""
+    tokens = keras.Input((6,), dtype="int32", name="token_ids")
+    side = keras.Input((3,), name="extra features")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4, name="emb")(tokens))
+    h = keras.layers.Dense(8, activation="relu", name="fc")(keras.layers.Concatenate()([h, side]))
+    outputs = {"score": keras.layers.Dense(1, name="score_head")(h),
+               "classes": keras.layers.Dense(3, activation="softmax", name="class_head")(h)}
+    return keras.Model({"token_ids": tokens, "extra features": side}, outputs, name="two_by_two")
+
+
+def test_a_model_with_several_inputs_and_outputs_exports_each_by_name(tmp_path):
+    keras.utils.set_random_seed(2)
+    model = kp.prunable(_two_inputs_two_outputs())
+    kp.prune(model, {"fc": 0.5, "score_head": 0.5})
+    rng = np.random.default_rng(0)
+    x = {"token_ids": rng.integers(0, 20, (4, 6)).astype("int32"), "extra features": rng.normal(size=(4, 3)).astype("float32")}
+    expected = {k: keras.ops.convert_to_numpy(v) for k, v in model(x).items()}
+
+    assert kp.export.describe_signature(kp.strip(model)) == (
+        "serving_default: extra_features float32 (-1, 3), token_ids int32 (-1, 6) "
+        "-> classes float32 (-1, 3), score float32 (-1, 1)"
+    )
+    paths = export_model(model, tmp_path, formats=["savedmodel", "tflite"], name="m")
+    signature = tf.saved_model.load(str(paths["savedmodel"])).signatures["serving_default"]
+    served = signature(token_ids=tf.constant(x["token_ids"]), extra_features=tf.constant(x["extra features"]))
+    _, runner = tflite_runner(paths["tflite"])
+    converted = runner(token_ids=x["token_ids"], extra_features=x["extra features"])
+    for where, result in {"SavedModel": served, "TFLite": converted}.items():
+        assert sorted(result) == ["classes", "score"], where
+        for name, value in expected.items():
+            assert np.max(np.abs(np.asarray(result[name]) - value)) <= TOLERANCE, (where, name)
+
+    with pytest.raises(kp.ModelError, match=r"one input; 'two_by_two' has 2 \(extra_features, token_ids\)"):
+        export_tflite(model, tmp_path / "int8.tflite", quantization="int8", calibration=np.zeros((2, 3), "float32"))
+    assert not (tmp_path / "int8.tflite").exists()
+
+
+def test_a_subclassed_model_is_refused_in_one_line(tmp_path):
+    class Scorer(keras.Model):
+        def __init__(self):
+            super().__init__(name="scorer")
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Scorer()
+    model(np.zeros((1, 3), "float32"))
+    with pytest.raises(kp.ModelError, match="'scorer' has no symbolic inputs and outputs to export"):
+        export_savedmodel(model, tmp_path)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_list_inputs_and_outputs_are_named_after_their_layers():
+    features, extra = keras.Input((4,), name="features"), keras.Input((2,), name="extra")
+    h = keras.layers.Dense(3, name="body")(features)
+    model = keras.Model([features, extra], [keras.layers.Dense(1, name="score")(h), keras.layers.Dense(2, name="cls")(h) + extra])
+    assert kp.export.describe_signature(model) == (
+        "serving_default: features float32 (-1, 4), extra float32 (-1, 2) -> score float32 (-1, 1), add float32 (-1, 2)"
+    )
