@@ -38,7 +38,7 @@ of a server answering requests with one model) and keeps its fastest call, the l
 disturbed by the other processes of a shared machine (`timing.fastest_interleaved`).
 ``--burst 1`` times every call right after another configuration's, its caches cold.
 
-Run from the repository root (about 6 minutes on 2 shared CPU cores at the defaults):
+Run from the repository root (about 5 minutes on 2 CPU cores at the defaults):
 
     .venv/bin/python benchmarks/bench_structured.py [--size 160] [--round-to 8]
 

@@ -11,7 +11,7 @@ checked against the masked one, and both are timed side by side at batch 1 and b
 calls in a row each, and each keeps its fastest call (`timing.fastest_interleaved`, as in
 `bench_structured.py`).
 
-Run from the repository root (about 15 minutes on 2 CPU cores with the defaults; ``--burst 1``, 4):
+Run from the repository root (about 7 minutes on 2 CPU cores with the defaults; ``--burst 1``, 4):
 
     .venv/bin/python benchmarks/bench_transformer.py
 

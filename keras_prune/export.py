@@ -397,7 +397,10 @@ def signature_inputs(model: keras.Model) -> list[tuple[str, object]]:
         )
     if len(inputs) == 1:
         return [(INPUT_NAME, inputs[0])]
-    return list(zip(_signature_names(model.input, inputs), inputs))
+    names = _signature_names(model.input, inputs)
+    if len(names) != len(inputs):
+        raise ModelError(f"'{model.name}' takes nested inputs; export serves a flat list or dict of inputs")
+    return list(zip(names, inputs))
 
 
 def signature_outputs(model: keras.Model) -> list[str]:
@@ -406,7 +409,10 @@ def signature_outputs(model: keras.Model) -> list[str]:
     the model's output dict or the names of the layers computing them."""
     if len(model.outputs) == 1:
         return list(serving_outputs(model).names)
-    return _signature_names(model.output, model.outputs)
+    names = _signature_names(model.output, model.outputs)
+    if len(names) != len(model.outputs):
+        raise ModelError(f"'{model.name}' returns nested outputs; export serves a flat list or dict of outputs")
+    return names
 
 
 def _serving_module(model: keras.Model):
@@ -423,8 +429,8 @@ def _serving_module(model: keras.Model):
     def call(served: keras.Model, args) -> list:
         return keras.tree.flatten(served(keras.tree.pack_sequence_as(structure, list(args)), training=False))
 
-    def as_float32(t):
-        return tf.cast(t, tf.float32) if t.dtype.is_floating else t
+    def as_float32(t):  # several outputs: integer ones stay as they are
+        return tf.cast(t, tf.float32) if t.dtype.is_floating or head is not None else t
 
     head = serving_outputs(model) if len(model.outputs) == 1 else None
     served = model

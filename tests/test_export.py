@@ -602,3 +602,14 @@ def test_list_inputs_and_outputs_are_named_after_their_layers():
     assert kp.export.describe_signature(model) == (
         "serving_default: features float32 (-1, 4), extra float32 (-1, 2) -> score float32 (-1, 1), add float32 (-1, 2)"
     )
+
+
+def test_nested_outputs_are_refused_and_an_integer_output_still_serves(tmp_path):
+    x = keras.Input((4,), name="x")
+    nested = keras.Model(x, {"a": {"u": keras.layers.Dense(2)(x), "v": keras.layers.Dense(5)(x)}, "b": keras.layers.Dense(3)(x)})
+    with pytest.raises(kp.ModelError, match="nested outputs"):
+        export_savedmodel(nested, tmp_path / "nested")
+    classes = keras.Model(x, keras.ops.argmax(keras.layers.Dense(3)(x), -1), name="argmax")
+    folder = export_savedmodel(classes, tmp_path)
+    served = tf.saved_model.load(str(folder)).signatures["serving_default"](images=tf.ones((2, 4)))
+    np.testing.assert_array_equal(served["logits"].numpy(), keras.ops.convert_to_numpy(classes(np.ones((2, 4), "float32"))))
