@@ -598,9 +598,9 @@ def test_a_subclassed_model_is_refused_in_one_line(tmp_path):
 def test_list_inputs_and_outputs_are_named_after_their_layers():
     features, extra = keras.Input((4,), name="features"), keras.Input((2,), name="extra")
     h = keras.layers.Dense(3, name="body")(features)
-    model = keras.Model([features, extra], [keras.layers.Dense(1, name="score")(h), keras.layers.Dense(2, name="cls")(h) + extra])
+    model = keras.Model([features, extra], [keras.layers.Dense(1, name="score")(h), keras.layers.Add(name="plus")([keras.layers.Dense(2, name="cls")(h), extra])])
     assert kp.export.describe_signature(model) == (
-        "serving_default: features float32 (-1, 4), extra float32 (-1, 2) -> score float32 (-1, 1), add float32 (-1, 2)"
+        "serving_default: features float32 (-1, 4), extra float32 (-1, 2) -> score float32 (-1, 1), plus float32 (-1, 2)"
     )
 
 
